@@ -1,0 +1,63 @@
+"""Alembic environment: migrations run against the Flask app's database."""
+
+import logging
+from logging.config import fileConfig
+
+from alembic import context
+from flask import current_app
+
+config = context.config
+if config.config_file_name is not None:
+    # Keep the application's loggers (Celery's, the app's) working after a migration.
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
+logger = logging.getLogger("alembic.env")
+
+db = current_app.extensions["migrate"].db
+target_metadata = db.metadata
+
+
+def include_name(name, type_, parent_names):
+    """Manage only this app's tables (not, for example, Celery's result tables)."""
+    if type_ == "table":
+        return name in target_metadata.tables
+    return True
+
+
+def run_migrations_offline() -> None:
+    """Emit SQL to stdout (``flask db upgrade --sql``) instead of running it."""
+    url = db.engine.url.render_as_string(hide_password=False)
+    context.configure(
+        url=url, target_metadata=target_metadata, include_name=include_name, literal_binds=True
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    """Run migrations on a connection to the app's database."""
+
+    def process_revision_directives(context, revision, directives):
+        # `flask db migrate` with no model change: write no empty revision.
+        if getattr(config.cmd_opts, "autogenerate", False) and directives[0].upgrade_ops.is_empty():
+            directives[:] = []
+            logger.info("No changes in schema detected.")
+
+    configure_args = {
+        "process_revision_directives": process_revision_directives,
+        **current_app.extensions["migrate"].configure_args,
+    }
+    with db.engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            include_name=include_name,
+            **configure_args,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

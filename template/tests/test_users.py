@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import pytest
+from flask.testing import FlaskClient
+
+ADA = {"username": "ada", "email": "ada@example.com"}
+
+
+def test_create_user(client: FlaskClient) -> None:
+    response = client.post("/users", json=ADA)
+    assert response.status_code == 201
+    user = response.get_json()
+    assert user == {"id": user["id"], **ADA}
+    assert response.headers["Location"] == f"/users/{user['id']}"
+
+
+def test_created_user_is_read_back(client: FlaskClient) -> None:
+    user_id = client.post("/users", json=ADA).get_json()["id"]
+    response = client.get(f"/users/{user_id}")
+    assert response.status_code == 200
+    assert response.get_json() == {"id": user_id, **ADA}
+
+
+def test_list_users_in_creation_order(client: FlaskClient) -> None:
+    assert client.get("/users").get_json() == []
+    client.post("/users", json=ADA)
+    client.post("/users", json={"username": "grace", "email": "grace@example.com"})
+    assert [user["username"] for user in client.get("/users").get_json()] == ["ada", "grace"]
+
+
+def test_unknown_user_is_404(client: FlaskClient) -> None:
+    response = client.get("/users/999")
+    assert response.status_code == 404
+    assert response.get_json()["message"] == "No user with id 999."
+
+
+@pytest.mark.parametrize(
+    "duplicate",
+    [
+        {"username": "ada", "email": "other@example.com"},
+        {"username": "other", "email": "ada@example.com"},
+    ],
+)
+def test_duplicate_user_is_409(client: FlaskClient, duplicate: dict) -> None:
+    assert client.post("/users", json=ADA).status_code == 201
+    response = client.post("/users", json=duplicate)
+    assert response.status_code == 409
+    assert "already exists" in response.get_json()["message"]
+    assert len(client.get("/users").get_json()) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"email": "ada@example.com"}, "username"),
+        ({"username": "ada"}, "email"),
+        ({"username": "", "email": "ada@example.com"}, "username"),
+        ({"username": 42, "email": "ada@example.com"}, "username"),
+        ({"username": "a" * 129, "email": "ada@example.com"}, "username"),
+        ({"username": "ada lovelace", "email": "ada@example.com"}, "username"),
+        ({"username": "ada", "email": "not-an-email"}, "email"),
+        ({"username": "ada", "email": ["ada@example.com"]}, "email"),
+        ({"username": "ada", "email": "a" * 250 + "@example.com"}, "email"),
+    ],
+)
+def test_invalid_fields_are_400(client: FlaskClient, body: dict, field: str) -> None:
+    response = client.post("/users", json=body)
+    assert response.status_code == 400
+    error = response.get_json()
+    assert list(error["fields"]) == [field]
+    assert field in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        ("username=ada", "application/x-www-form-urlencoded"),
+        ("{not json", "application/json"),
+        ('["ada", "ada@example.com"]', "application/json"),
+        ("", "application/json"),
+    ],
+)
+def test_body_must_be_a_json_object(client: FlaskClient, data: str, content_type: str) -> None:
+    response = client.post("/users", data=data, content_type=content_type)
+    assert response.status_code == 400
+    assert response.is_json
+    assert response.get_json()["error"] == "Bad Request"

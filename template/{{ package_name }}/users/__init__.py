@@ -1,0 +1,6 @@
+"""Users: an example blueprint with a model, JSON views and Celery tasks."""
+
+from . import tasks
+from .views import users_blueprint
+
+__all__ = ["tasks", "users_blueprint"]

@@ -1,0 +1,67 @@
+"""JSON views of the users blueprint: create, list and read users."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, url_for
+from sqlalchemy.exc import IntegrityError
+from werkzeug.exceptions import Conflict
+
+from ..api import ValidationError, json_object
+from ..extensions import db
+from .models import EMAIL_MAX_LENGTH, USERNAME_MAX_LENGTH, User
+
+USERNAME_PATTERN = re.compile(r"[\w.-]+")
+EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+users_blueprint = Blueprint("users", __name__, url_prefix="/users")
+
+
+@users_blueprint.post("")
+def create_user() -> tuple[Response, int, dict[str, str]]:
+    """Create a user from ``{"username", "email"}``: 201, 400 if invalid, 409 if taken."""
+    username, email = _user_fields(json_object())
+    user = User(username=username, email=email)
+    db.session.add(user)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict("A user with this username or email already exists.") from None
+    location = url_for(".get_user", user_id=user.id)
+    return jsonify(user.to_dict()), 201, {"Location": location}
+
+
+@users_blueprint.get("")
+def list_users() -> Response:
+    users = db.session.scalars(db.select(User).order_by(User.id))
+    return jsonify([user.to_dict() for user in users])
+
+
+@users_blueprint.get("/<int:user_id>")
+def get_user(user_id: int) -> Response:
+    user = db.get_or_404(User, user_id, description=f"No user with id {user_id}.")
+    return jsonify(user.to_dict())
+
+
+def _user_fields(data: dict[str, Any]) -> tuple[str, str]:
+    """``username`` and ``email`` from a request body, or a ValidationError naming each problem."""
+    username, email = data.get("username"), data.get("email")
+    problems = {}
+    if not isinstance(username, str) or not username:
+        problems["username"] = "required, a non-empty string"
+    elif len(username) > USERNAME_MAX_LENGTH:
+        problems["username"] = f"at most {USERNAME_MAX_LENGTH} characters"
+    elif not USERNAME_PATTERN.fullmatch(username):
+        problems["username"] = "only letters, digits, '.', '_' and '-'"
+    if not isinstance(email, str) or not email:
+        problems["email"] = "required, a non-empty string"
+    elif len(email) > EMAIL_MAX_LENGTH:
+        problems["email"] = f"at most {EMAIL_MAX_LENGTH} characters"
+    elif not EMAIL_PATTERN.fullmatch(email):
+        problems["email"] = "not an email address"
+    if problems:
+        raise ValidationError(problems)
+    return username, email
