@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from pathlib import Path
 
@@ -59,3 +60,29 @@ def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, target)
     return dst
+
+
+def find_python(version: str) -> str:
+    """A working interpreter for ``version`` (PATH, then pyenv); skipped locally, failed in CI."""
+    candidates = [f"python{version}"]
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates += sorted(map(str, pyenv.glob(f"{version}.*/bin/python{version}")), reverse=True)
+    for candidate in candidates:
+        path = shutil.which(candidate)
+        if path and subprocess.run([path, "-c", "pass"], capture_output=True).returncode == 0:
+            return path
+    message = f"no Python {version} interpreter on this machine"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def require_service(name: str, port: int, host: str = "127.0.0.1") -> None:
+    """Skip (locally) or fail (under CI=true) when a service does not accept connections."""
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        message = f"{name} is not reachable on {host}:{port}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)

@@ -1,4 +1,4 @@
-"""{{ project_name }}: the Flask application factory."""
+"""The Flask application factory."""
 
 from __future__ import annotations
 

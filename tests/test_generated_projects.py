@@ -1,0 +1,180 @@
+"""A covering subset of variants, installed and run for real.
+
+Each project of ``variants.COVERING`` (every value of every question at least once) is
+generated, installed into a fresh virtualenv from its own pyproject.toml with its target Python,
+and must then: pass its own test suite, create its tables with ``flask db upgrade`` on a real
+database of its kind, and start a Celery worker with ``celery -A app.celery worker`` on a real
+broker without a single deprecation warning.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import find_python, require_service
+from copier import run_copy
+from variants import COVERING, variant_id
+
+
+@dataclass
+class Project:
+    path: Path
+    answers: dict[str, Any]
+    python: Path
+
+    @property
+    def bin(self) -> Path:
+        return self.python.parent
+
+    def run(self, *args: str | Path, env: dict[str, str] | None = None, timeout: float = 300):
+        return subprocess.run(
+            [str(arg) for arg in args],
+            cwd=self.path,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+
+@pytest.fixture(scope="module", params=COVERING, ids=variant_id)
+def project(
+    request: pytest.FixtureRequest, template_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Project:
+    answers = request.param
+    interpreter = find_python(answers["python_version"])
+    path = tmp_path_factory.mktemp("installed") / "project"
+    run_copy(str(template_dir), path, data=answers, defaults=True, quiet=True, unsafe=False)
+    uv = [sys.executable, "-m", "uv"]
+    subprocess.run([*uv, "venv", "-q", "-p", interpreter, path / ".venv"], check=True)
+    python = path / ".venv" / "bin" / "python"
+    install = subprocess.run(
+        [*uv, "pip", "install", "-q", "-p", python, "-e", ".[dev]"],
+        cwd=path,
+        capture_output=True,
+        text=True,
+    )
+    assert install.returncode == 0, install.stderr
+    return Project(path, answers, python)
+
+
+def test_own_test_suite_passes(project: Project) -> None:
+    run = project.run(project.python, "-m", "pytest", "-q", "-p", "no:cacheprovider")
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
+    assert " passed" in run.stdout
+    assert "skipped" not in run.stdout
+
+
+@pytest.fixture
+def database_url(project: Project, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database of the project's kind, dropped afterwards."""
+    kind = project.answers["database"]
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
+        return
+    name = f"tmpl_{uuid.uuid4().hex[:12]}"
+    if kind == "postgresql":
+        require_service("PostgreSQL", 5432)
+        admin = (
+            "import psycopg, sys\n"
+            "with psycopg.connect('postgresql://postgres@127.0.0.1:5432/postgres',"
+            " autocommit=True) as c: c.execute(sys.argv[1])"
+        )
+        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    else:
+        require_service("MariaDB", 3306)
+        admin = (
+            "import pymysql, sys\n"
+            "c = pymysql.connect(host='127.0.0.1', port=3306, user='root')\n"
+            "c.cursor().execute(sys.argv[1])"
+        )
+        url = f"mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
+    created = project.run(project.python, "-c", admin, f"CREATE DATABASE {name}")
+    assert created.returncode == 0, created.stderr
+    yield url
+    project.run(project.python, "-c", admin, f"DROP DATABASE IF EXISTS {name}")
+
+
+def test_flask_db_upgrade_creates_the_tables(project: Project, database_url: str) -> None:
+    env = {"FLASK_APP": "app.py", "DATABASE_URL": database_url}
+    flask = project.bin / "flask"
+    upgrade = project.run(flask, "db", "upgrade", env=env)
+    assert upgrade.returncode == 0, upgrade.stderr
+    current = project.run(flask, "db", "current", env=env)
+    assert "0001 (head)" in current.stdout, current.stdout + current.stderr
+    columns = project.run(
+        project.python,
+        "-c",
+        "import sqlalchemy as sa, sys; e = sa.create_engine(sys.argv[1]);"
+        "print(sorted(c['name'] for c in sa.inspect(e).get_columns('users')))",
+        database_url,
+        env=env,
+    )
+    assert columns.stdout.strip() == "['email', 'id', 'username']", columns.stderr
+
+
+def broker_env(answers: dict[str, Any]) -> dict[str, str]:
+    """Point the worker at the machine's broker (and Redis for results) on 127.0.0.1."""
+    if answers["broker"] == "redis":
+        require_service("Redis", 6379)
+        env = {"CELERY_BROKER_URL": "redis://127.0.0.1:6379/15"}
+    else:
+        require_service("RabbitMQ", 5672)
+        env = {"CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"}
+    if answers["result_backend"] == "redis":
+        require_service("Redis", 6379)
+        env["CELERY_RESULT_BACKEND"] = "redis://127.0.0.1:6379/15"
+    return env
+
+
+def test_worker_starts_without_deprecation_warnings(project: Project, tmp_path: Path) -> None:
+    queue = f"template-test-{uuid.uuid4().hex[:8]}"  # consume nothing of anyone else's
+    env = {
+        **os.environ,
+        **broker_env(project.answers),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'worker.sqlite3'}",
+        "PYTHONWARNINGS": "default",
+    }
+    log = tmp_path / "worker.log"
+    with log.open("w") as output:
+        worker = subprocess.Popen(
+            [
+                project.bin / "celery",
+                "-A",
+                "app.celery",
+                "worker",
+                "-P",
+                "solo",
+                "-l",
+                "INFO",
+                "-Q",
+                queue,
+            ],
+            cwd=project.path,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while " ready." not in log.read_text() and worker.poll() is None:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            assert worker.poll() is None, log.read_text()
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            returncode = worker.wait(timeout=30)
+    text = log.read_text()
+    assert returncode == 0, text
+    assert "celery@" in text
+    assert "eprecat" not in text, text

@@ -1,0 +1,161 @@
+"""Every combination of answers renders into a clean project.
+
+For each variant of the full product (python_version rotating across it): no leftover Jinja, the
+files and compose services that match the answers and no others, every Python file compiles,
+every YAML and TOML file parses, ruff check and ruff format are clean, shellcheck passes, and the
+text has none of the stray blank lines or trailing spaces that Jinja tends to leave.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from variants import full_product, variant_id
+
+LEFTOVER_JINJA = re.compile(r"\{\{|\{%|%\}|\{#")
+SHELLCHECK = "shellcheck"
+
+
+def rendered_files(project: Path) -> dict[str, Path]:
+    return {
+        path.relative_to(project).as_posix(): path
+        for path in sorted(project.rglob("*"))
+        if path.is_file() and ".git" not in path.parts
+    }
+
+
+def expected_paths(answers: dict[str, Any], package: str) -> dict[str, bool]:
+    """Paths whose presence depends on the answers: path -> whether it must exist."""
+    docker = answers["use_docker"]
+    scripts = "compose/local/flask"
+    return {
+        "app.py": True,
+        f"{package}/__init__.py": True,
+        f"{package}/config.py": True,
+        f"{package}/celery_utils.py": True,
+        f"{package}/users/models.py": True,
+        f"{package}/users/tasks.py": True,
+        f"{package}/users/views.py": True,
+        "migrations/env.py": True,
+        "migrations/versions/0001_create_users_table.py": True,
+        "pyproject.toml": True,
+        "README.md": True,
+        ".gitignore": True,
+        ".env": True,
+        ".env.example": True,
+        "tests/conftest.py": True,
+        "tests/test_beat.py": answers["use_celery_beat"],
+        "docker-compose.yml": docker,
+        ".dockerignore": docker,
+        f"{scripts}/Dockerfile": docker,
+        f"{scripts}/entrypoint": docker,
+        f"{scripts}/start": docker,
+        f"{scripts}/celery/worker/start": docker,
+        f"{scripts}/celery/beat/start": docker and answers["use_celery_beat"],
+        f"{scripts}/celery/flower/start": docker and answers["use_flower"],
+        ".github/workflows/ci.yml": answers["ci"] == "github",
+    }
+
+
+def expected_services(answers: dict[str, Any]) -> set[str]:
+    services = {"web", "migrate", "celery_worker"}
+    if answers["use_celery_beat"]:
+        services.add("celery_beat")
+    if answers["use_flower"]:
+        services.add("flower")
+    if answers["database"] != "sqlite":
+        services.add("db")
+    if answers["broker"] == "rabbitmq":
+        services.add("rabbitmq")
+    if answers["broker"] == "redis" or answers["result_backend"] == "redis":
+        services.add("redis")
+    return services
+
+
+def expected_dependencies(answers: dict[str, Any]) -> dict[str, bool]:
+    """Distribution names (as written in pyproject) -> whether the variant needs them."""
+    redis = answers["broker"] == "redis" or answers["result_backend"] == "redis"
+    return {
+        "celery[redis]": redis,
+        "psycopg[binary]": answers["database"] == "postgresql",
+        "pymysql": answers["database"] == "mysql",
+        "flower": answers["use_flower"],
+        "gunicorn": True,
+        "flask": True,
+        "flask-migrate": True,
+        "flask-sqlalchemy": True,
+    }
+
+
+def is_shell_script(path: Path) -> bool:
+    with path.open("rb") as file:
+        first_line = file.readline()
+    return first_line.startswith(b"#!") and (b"bash" in first_line or b"sh" in first_line.split())
+
+
+@pytest.mark.parametrize("answers", full_product(), ids=variant_id)
+def test_variant_renders_clean(copie, template_dir: Path, answers: dict[str, Any]) -> None:
+    result = copie.copy(extra_answers=answers, template_dir=template_dir)
+    assert result.exit_code == 0, result.exception
+    # pytest-copie passes answers as defaults: a misspelled key would silently test the default.
+    assert {key: result.answers[key] for key in answers} == answers
+
+    project = result.project_dir
+    files = rendered_files(project)
+    package = result.answers["package_name"]
+
+    for path, present in expected_paths(answers, package).items():
+        assert (path in files) is present, f"{path} should {'' if present else 'not '}exist"
+
+    text = {name: path.read_text() for name, path in files.items()}
+    for name, content in text.items():
+        allowed = name.startswith(".github/") and "${{" in content
+        assert allowed or not LEFTOVER_JINJA.search(content), f"leftover Jinja in {name}"
+        assert not re.search(r"[ \t]+$", content, re.MULTILINE), f"trailing spaces in {name}"
+        assert "\n\n\n" not in content or name.endswith((".py", ".mako")), f"blank lines: {name}"
+        if content:
+            assert content.endswith("\n"), f"no newline at the end of {name}"
+            assert not content.endswith("\n\n"), f"blank lines at the end of {name}"
+
+    for name, content in text.items():
+        if name.endswith(".py"):
+            compile(content, name, "exec")
+        elif name.endswith((".yml", ".yaml")):
+            assert yaml.safe_load(content) is not None, name
+        elif name.endswith(".toml"):
+            tomllib.loads(content)
+
+    pyproject = tomllib.loads(text["pyproject.toml"])
+    assert pyproject["project"]["requires-python"] == f">={answers['python_version']}"
+    dependencies = {re.split(r"[<>=~!]", dep)[0] for dep in pyproject["project"]["dependencies"]}
+    for dependency, needed in expected_dependencies(answers).items():
+        assert (dependency in dependencies) is needed, f"dependency {dependency}"
+
+    env = text[".env"]
+    assert ("FLOWER_BASIC_AUTH=admin:" in env) is answers["use_flower"]
+    if answers["use_docker"]:
+        compose = yaml.safe_load(text["docker-compose.yml"])
+        assert set(compose["services"]) == expected_services(answers)
+
+    ruff = [sys.executable, "-m", "ruff"]
+    for command in (["check", "--no-cache", "."], ["format", "--check", "--no-cache", "."]):
+        run = subprocess.run([*ruff, *command], cwd=project, capture_output=True, text=True)
+        assert run.returncode == 0, f"ruff {command[0]}:\n{run.stdout}{run.stderr}"
+
+    scripts = [path for path in files.values() if is_shell_script(path)]
+    assert bool(scripts) is answers["use_docker"]
+    for script in scripts:
+        assert os.access(script, os.X_OK), f"{script.relative_to(project)} is not executable"
+    if scripts:
+        run = subprocess.run(
+            [SHELLCHECK, *map(str, scripts)], cwd=project, capture_output=True, text=True
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
