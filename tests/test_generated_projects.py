@@ -9,11 +9,15 @@ broker without a single deprecation warning.
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -178,3 +182,71 @@ def test_worker_starts_without_deprecation_warnings(project: Project, tmp_path: 
     assert returncode == 0, text
     assert "celery@" in text
     assert "eprecat" not in text, text
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key: value for key, value in pairs if not key.startswith("#")}
+
+
+def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
+    request = urllib.request.Request(url)
+    if auth:
+        token = base64.b64encode(":".join(auth).encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_flower_requires_the_generated_password(project: Project, tmp_path: Path) -> None:
+    """`celery -A app.celery flower` (the README's command) needs the password from .env."""
+    if not project.answers["use_flower"]:
+        # Without Flower, the project does not even install it.
+        assert project.run(project.python, "-c", "import flower").returncode == 1
+        return
+    user, password = read_env_file(project.path / ".env")["FLOWER_BASIC_AUTH"].split(":", 1)
+    port = free_port()
+    env = {**os.environ, **broker_env(project.answers)}
+    env.pop("FLOWER_BASIC_AUTH", None)  # only .env, read by app.py, may provide it
+    log = tmp_path / "flower.log"
+    with log.open("w") as output:
+        flower = subprocess.Popen(
+            [
+                project.bin / "celery",
+                "-A",
+                "app.celery",
+                "flower",
+                "--address=127.0.0.1",
+                f"--port={port}",
+            ],
+            cwd=project.path,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            deadline = time.monotonic() + 60
+            while True:
+                assert flower.poll() is None, log.read_text()
+                try:
+                    status = http_status(url)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.3)
+            assert status == 401
+            assert http_status(url, (user, "wrong-password")) == 401
+            assert http_status(url, (user, password)) == 200
+        finally:
+            flower.terminate()
+            flower.wait(timeout=30)
