@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 ANSWERS_FILE = ".copier-answers.yml"
-SECRET_QUESTIONS = ("secret_key", "flower_password")
+SECRET_QUESTIONS = ("secret_key", "flower_password", "database_password")
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {"use_flower": True, "use_docker": True, "database": "postgresql", "ci": "github"},
@@ -83,8 +83,18 @@ class Project:
         return password
 
     @property
+    def database_password(self) -> str | None:
+        """The password of the Compose database service, when the variant has one."""
+        return self.env.get("POSTGRES_PASSWORD") or self.env.get("MARIADB_PASSWORD")
+
+    @property
     def secrets(self) -> list[str]:
-        return [self.secret_key] + ([self.flower_password] if self.answers["use_flower"] else [])
+        found = [self.secret_key]
+        if self.answers["use_flower"]:
+            found.append(self.flower_password)
+        if self.database_password:
+            found.append(self.database_password)
+        return found
 
 
 def render(template_dir: Path, dst: Path, data: dict[str, Any]) -> Project:
@@ -211,3 +221,15 @@ def test_env_is_kept_out_of_the_docker_build_context(
     dockerignore = generate(variant).path / ".dockerignore"
     assert dockerignore.is_file(), "use_docker projects need a .dockerignore"
     assert dockerignore_excludes(dockerignore.read_text().splitlines(), ".env")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_compose_database_gets_a_generated_password(
+    generate: Callable[..., Project], variant: str
+) -> None:
+    project = generate(variant)
+    needs_one = project.answers["use_docker"] and project.answers["database"] != "sqlite"
+    assert (project.database_password is not None) is needs_one
+    if needs_one:
+        assert len(project.database_password or "") >= 32
+        assert project.database_password != generate(variant, copy=1).database_password
