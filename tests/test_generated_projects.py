@@ -9,67 +9,34 @@ broker without a single deprecation warning.
 
 from __future__ import annotations
 
-import base64
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import find_python, require_service
-from copier import run_copy
+from conftest import require_service
+from projects import Project, free_port, fresh_database, http_status, install
 from variants import COVERING, variant_id
 
 
-@dataclass
-class Project:
-    path: Path
-    answers: dict[str, Any]
-    python: Path
-
-    @property
-    def bin(self) -> Path:
-        return self.python.parent
-
-    def run(self, *args: str | Path, env: dict[str, str] | None = None, timeout: float = 300):
-        return subprocess.run(
-            [str(arg) for arg in args],
-            cwd=self.path,
-            env={**os.environ, **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-
-
-@pytest.fixture(scope="module", params=COVERING, ids=variant_id)
+@pytest.fixture(
+    scope="module",
+    params=[
+        # One xdist worker installs a variant and runs all of its tests.
+        pytest.param(answers, marks=pytest.mark.xdist_group(f"covering-{variant_id(answers)}"))
+        for answers in COVERING
+    ],
+    ids=variant_id,
+)
 def project(
     request: pytest.FixtureRequest, template_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Project:
-    answers = request.param
-    interpreter = find_python(answers["python_version"])
-    path = tmp_path_factory.mktemp("installed") / "project"
-    run_copy(str(template_dir), path, data=answers, defaults=True, quiet=True, unsafe=False)
-    uv = [sys.executable, "-m", "uv"]
-    subprocess.run([*uv, "venv", "-q", "-p", interpreter, path / ".venv"], check=True)
-    python = path / ".venv" / "bin" / "python"
-    install = subprocess.run(
-        [*uv, "pip", "install", "-q", "-p", python, "-e", ".[dev]"],
-        cwd=path,
-        capture_output=True,
-        text=True,
-    )
-    assert install.returncode == 0, install.stderr
-    return Project(path, answers, python)
+    return install(template_dir, request.param, tmp_path_factory.mktemp("installed") / "project")
 
 
 def test_own_test_suite_passes(project: Project) -> None:
@@ -81,32 +48,8 @@ def test_own_test_suite_passes(project: Project) -> None:
 
 @pytest.fixture
 def database_url(project: Project, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database of the project's kind, dropped afterwards."""
-    kind = project.answers["database"]
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fresh.sqlite3'}"
-        return
-    name = f"tmpl_{uuid.uuid4().hex[:12]}"
-    if kind == "postgresql":
-        require_service("PostgreSQL", 5432)
-        admin = (
-            "import psycopg, sys\n"
-            "with psycopg.connect('postgresql://postgres@127.0.0.1:5432/postgres',"
-            " autocommit=True) as c: c.execute(sys.argv[1])"
-        )
-        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    else:
-        require_service("MariaDB", 3306)
-        admin = (
-            "import pymysql, sys\n"
-            "c = pymysql.connect(host='127.0.0.1', port=3306, user='root')\n"
-            "c.cursor().execute(sys.argv[1])"
-        )
-        url = f"mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
-    created = project.run(project.python, "-c", admin, f"CREATE DATABASE {name}")
-    assert created.returncode == 0, created.stderr
-    yield url
-    project.run(project.python, "-c", admin, f"DROP DATABASE IF EXISTS {name}")
+    with fresh_database(project, tmp_path) as url:
+        yield url
 
 
 def test_flask_db_upgrade_creates_the_tables(project: Project, database_url: str) -> None:
@@ -184,36 +127,13 @@ def test_worker_starts_without_deprecation_warnings(project: Project, tmp_path: 
     assert "eprecat" not in text, text
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {key: value for key, value in pairs if not key.startswith("#")}
-
-
-def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
-    request = urllib.request.Request(url)
-    if auth:
-        token = base64.b64encode(":".join(auth).encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-
-
 def test_flower_requires_the_generated_password(project: Project, tmp_path: Path) -> None:
     """`celery -A app.celery flower` (the README's command) needs the password from .env."""
     if not project.answers["use_flower"]:
         # Without Flower, the project does not even install it.
         assert project.run(project.python, "-c", "import flower").returncode == 1
         return
-    user, password = read_env_file(project.path / ".env")["FLOWER_BASIC_AUTH"].split(":", 1)
+    user, password = project.env_file()["FLOWER_BASIC_AUTH"].split(":", 1)
     port = free_port()
     env = {**os.environ, **broker_env(project.answers)}
     env.pop("FLOWER_BASIC_AUTH", None)  # only .env, read by app.py, may provide it

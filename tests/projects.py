@@ -1,0 +1,165 @@
+"""Generated projects installed for real, and the fresh resources they run against.
+
+Shared by the covering-variant tests and the native boot tests: generate a variant, install it
+into a virtualenv from its own pyproject.toml with its target Python, and give it a fresh
+database, Redis database number or RabbitMQ vhost on the machine's services (127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conftest import find_python, require_service
+from copier import run_copy
+
+
+@dataclass
+class Project:
+    path: Path
+    answers: dict[str, Any]
+    python: Path
+
+    @property
+    def bin(self) -> Path:
+        return self.python.parent
+
+    @property
+    def package(self) -> str:
+        return self.answers.get("package_name", "flask_celery_app")
+
+    def run(
+        self, *args: str | Path, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(arg) for arg in args],
+            cwd=self.path,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def env_file(self) -> dict[str, str]:
+        """The generated .env, as a dict."""
+        lines = (self.path / ".env").read_text().splitlines()
+        pairs = (line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+        return dict(pairs)
+
+
+def install(template_dir: Path, answers: dict[str, Any], path: Path) -> Project:
+    """Generate ``answers`` into ``path`` and install it into ``path/.venv``."""
+    interpreter = find_python(answers["python_version"])
+    run_copy(str(template_dir), path, data=answers, defaults=True, quiet=True, unsafe=False)
+    uv = [sys.executable, "-m", "uv"]
+    subprocess.run([*uv, "venv", "-q", "-p", interpreter, path / ".venv"], check=True)
+    python = path / ".venv" / "bin" / "python"
+    installed = subprocess.run(
+        [*uv, "pip", "install", "-q", "-p", python, "-e", ".[dev]"],
+        cwd=path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert installed.returncode == 0, installed.stderr
+    return Project(path, answers, python)
+
+
+@contextmanager
+def fresh_database(project: Project, directory: Path) -> Iterator[str]:
+    """A new, empty database of the project's kind; its SQLAlchemy URL. Dropped afterwards."""
+    kind = project.answers["database"]
+    if kind == "sqlite":
+        yield f"sqlite:///{directory / 'fresh.sqlite3'}"
+        return
+    name = f"tmpl_{uuid.uuid4().hex[:12]}"
+    if kind == "postgresql":
+        require_service("PostgreSQL", 5432)
+        admin = (
+            "import psycopg, sys\n"
+            "with psycopg.connect('postgresql://postgres@127.0.0.1:5432/postgres',"
+            " autocommit=True) as c: c.execute(sys.argv[1])"
+        )
+        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    else:
+        require_service("MariaDB", 3306)
+        admin = (
+            "import pymysql, sys\n"
+            "c = pymysql.connect(host='127.0.0.1', port=3306, user='root')\n"
+            "c.cursor().execute(sys.argv[1])"
+        )
+        url = f"mysql+pymysql://root@127.0.0.1:3306/{name}?charset=utf8mb4"
+    created = project.run(project.python, "-c", admin, f"CREATE DATABASE {name}")
+    assert created.returncode == 0, created.stderr
+    try:
+        yield url
+    finally:
+        project.run(project.python, "-c", admin, f"DROP DATABASE IF EXISTS {name}")
+
+
+@contextmanager
+def fresh_redis_db(project: Project, number: int) -> Iterator[str]:
+    """Redis database ``number`` of the machine's Redis, emptied before and after."""
+    require_service("Redis", 6379)
+    flush = (
+        "import redis, sys; redis.Redis(host='127.0.0.1', port=6379, db=int(sys.argv[1])).flushdb()"
+    )
+    assert project.run(project.python, "-c", flush, str(number)).returncode == 0
+    try:
+        yield f"redis://127.0.0.1:6379/{number}"
+    finally:
+        project.run(project.python, "-c", flush, str(number))
+
+
+@contextmanager
+def fresh_rabbitmq_vhost() -> Iterator[str]:
+    """A new RabbitMQ virtual host for guest; deleted afterwards. Its amqp:// URL."""
+    require_service("RabbitMQ", 5672)
+    vhost = f"tmpl-{uuid.uuid4().hex[:12]}"
+
+    def rabbitmqctl(*args: str) -> None:
+        done = subprocess.run(
+            ["rabbitmqctl", "-q", *args], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        rabbitmqctl("delete_vhost", vhost)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def basic_auth(user: str, password: str) -> str:
+    """The value of an ``Authorization`` header for HTTP basic auth."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
+    request = urllib.request.Request(url)
+    if auth:
+        request.add_header("Authorization", basic_auth(*auth))
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code

@@ -1,0 +1,326 @@
+"""Every database x broker pair boots from its own start scripts, natively.
+
+There is no Docker engine here, so the generated project is installed into a virtualenv and the
+very scripts its containers run (compose/local/flask/...) are started as host processes against
+the machine's PostgreSQL, MariaDB, Redis and RabbitMQ, each variant with a fresh database and a
+fresh Redis database number or RabbitMQ vhost: migrations, the web app under gunicorn in
+production mode, a worker, beat and Flower. Then it is driven over HTTP like a user would, and
+every process must stop on SIGTERM within its grace period. Select these with ``-m boot``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from projects import (
+    Project,
+    basic_auth,
+    free_port,
+    fresh_database,
+    fresh_rabbitmq_vhost,
+    fresh_redis_db,
+    http_status,
+    install,
+)
+from variants import variant_id
+
+pytestmark = pytest.mark.boot
+
+SCRIPTS = "compose/local/flask"
+# Every database with every broker; the result backends alternate so both are booted with
+# every database and every broker.
+PAIRS = [
+    ("sqlite", "redis", "redis"),
+    ("sqlite", "rabbitmq", "database"),
+    ("postgresql", "redis", "database"),
+    ("postgresql", "rabbitmq", "redis"),
+    ("mysql", "redis", "redis"),
+    ("mysql", "rabbitmq", "database"),
+]
+BOOT_VARIANTS = [
+    {
+        "database": database,
+        "broker": broker,
+        "result_backend": result_backend,
+        "use_celery_beat": True,
+        "use_flower": True,
+        "use_docker": True,
+        "ci": "none",
+        "python_version": ("3.11", "3.12", "3.13")[index % 3],
+    }
+    for index, (database, broker, result_backend) in enumerate(PAIRS)
+]
+# Seconds each service may take to stop after SIGTERM (the worker's matches compose's
+# stop_grace_period: it lets running tasks finish).
+GRACE = {"web": 30, "worker": 60, "beat": 15, "flower": 15}
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@dataclass
+class Stack:
+    project: Project
+    env: dict[str, str]
+    logs: Path
+    services: dict[str, Service] = field(default_factory=dict)
+
+    @property
+    def web(self) -> str:
+        return f"http://127.0.0.1:{self.env['PORT']}"
+
+    @property
+    def flower(self) -> str:
+        return f"http://127.0.0.1:{self.env['FLOWER_PORT']}"
+
+    @property
+    def flower_auth(self) -> tuple[str, str]:
+        user, password = self.env["FLOWER_BASIC_AUTH"].split(":", 1)
+        return user, password
+
+    def start(self, name: str, script: str) -> Service:
+        log = self.logs / f"{name}.log"
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                [self.project.path / script],
+                cwd=self.project.path,
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: teardown kills all of it
+            )
+        self.services[name] = Service(name, process, log)
+        return self.services[name]
+
+    def diagnostics(self) -> str:
+        return "\n".join(f"--- {s.name} ---\n{s.text()[-3000:]}" for s in self.services.values())
+
+    def wait_for(self, what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            for service in self.services.values():
+                code = service.process.poll()
+                assert code is None, f"{service.name} exited ({code})\n{self.diagnostics()}"
+            assert time.monotonic() < deadline, f"timed out: {what}\n{self.diagnostics()}"
+            time.sleep(0.25)
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.web + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"null")
+
+    def stop_all(self) -> None:
+        """Kill every process of every service by its process group, and make sure it is gone."""
+        for service in self.services.values():
+            with suppress(ProcessLookupError):
+                os.killpg(service.process.pid, signal.SIGKILL)
+            service.process.wait(timeout=10)
+        for service in self.services.values():
+            assert not group_alive(service.process.pid, timeout=10), f"{service.name} left running"
+
+
+def group_alive(pgid: int, timeout: float) -> bool:
+    """Whether any process of group ``pgid`` is still alive (zombies aside) after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = []
+        for status in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = status.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                alive.append(status.parent.name)
+        if not alive or time.monotonic() > deadline:
+            return bool(alive)
+        time.sleep(0.2)
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(answers, marks=pytest.mark.xdist_group(f"boot-{variant_id(answers)}"))
+        for answers in BOOT_VARIANTS
+    ],
+    ids=variant_id,
+)
+def stack(
+    request: pytest.FixtureRequest, template_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    answers = request.param
+    tmp = tmp_path_factory.mktemp("boot")
+    project = install(template_dir, answers, tmp / "project")
+    redis_db = 8 + BOOT_VARIANTS.index(answers)  # one Redis database number per variant
+    with ExitStack() as resources:
+        database_url = resources.enter_context(fresh_database(project, tmp))
+        if answers["broker"] == "redis":
+            broker_url = resources.enter_context(fresh_redis_db(project, redis_db))
+        else:
+            broker_url = resources.enter_context(fresh_rabbitmq_vhost())
+        if answers["result_backend"] == "database":
+            result_backend = f"db+{database_url}"
+        elif answers["broker"] == "redis":
+            result_backend = broker_url
+        else:
+            result_backend = resources.enter_context(fresh_redis_db(project, redis_db))
+        generated = project.env_file()
+        env = {
+            **os.environ,
+            "PATH": f"{project.bin}{os.pathsep}{os.environ['PATH']}",
+            "FLASK_CONFIG": "production",
+            "FLASK_DEBUG": "0",
+            "SECRET_KEY": generated["SECRET_KEY"],
+            "DATABASE_URL": database_url,
+            "CELERY_BROKER_URL": broker_url,
+            "CELERY_RESULT_BACKEND": result_backend,
+            "HOST": "127.0.0.1",
+            "PORT": str(free_port()),
+            "WEB_CONCURRENCY": "2",
+            "CELERY_WORKER_CONCURRENCY": "2",
+            "CELERY_BEAT_SCHEDULE": str(tmp / "beat" / "schedule"),
+            "USER_COUNT_INTERVAL": "1",
+            "FLOWER_HOST": "127.0.0.1",
+            "FLOWER_PORT": str(free_port()),
+            "FLOWER_BASIC_AUTH": generated["FLOWER_BASIC_AUTH"],
+            "FLOWER_WORKER_WAIT": "30",
+        }
+        (tmp / "logs").mkdir()
+        stack = Stack(project, env, tmp / "logs")
+        resources.callback(stack.stop_all)
+
+        # The compose `migrate` service's command, then every long-running service's script.
+        migrate = project.run(project.bin / "flask", "--app", "app.py", "db", "upgrade", env=env)
+        assert migrate.returncode == 0, migrate.stderr
+        stack.start("web", f"{SCRIPTS}/start")
+        stack.start("worker", f"{SCRIPTS}/celery/worker/start")
+        stack.start("beat", f"{SCRIPTS}/celery/beat/start")
+        stack.start("flower", f"{SCRIPTS}/celery/flower/start")
+        stack.wait_for("the web app", lambda: listening(int(env["PORT"])))
+        stack.wait_for("the worker", lambda: " ready." in stack.services["worker"].text())
+        stack.wait_for("Flower", lambda: listening(int(env["FLOWER_PORT"])), timeout=90)
+        yield stack
+
+
+def test_ready_when_database_and_broker_answer(stack: Stack) -> None:
+    assert stack.request("GET", "/health") == (200, {"status": "ok"})
+    assert stack.request("GET", "/ready") == (
+        200,
+        {"status": "ready", "checks": {"database": "ok", "broker": "ok"}},
+    )
+
+
+def test_user_is_stored_in_the_real_database(stack: Stack) -> None:
+    status, user = stack.request("POST", "/users", {"username": "ada", "email": "ada@example.com"})
+    assert status == 201, user
+    assert stack.request("GET", f"/users/{user['id']}") == (200, user)
+    assert stack.request("POST", "/users", {"username": "ada", "email": "x@example.com"})[0] == 409
+
+
+def poll_task(stack: Stack, task_id: str, timeout: float = 30) -> dict[str, Any]:
+    last: list[dict[str, Any]] = []
+
+    def finished() -> bool:
+        last[:] = [stack.request("GET", f"/tasks/{task_id}")[1]]
+        return last[0]["state"] in {"SUCCESS", "FAILURE"}
+
+    stack.wait_for(f"task {task_id}", finished, timeout=timeout)
+    return last[0]
+
+
+def test_divide_runs_on_the_worker(stack: Stack) -> None:
+    status, body = stack.request("POST", "/tasks/divide", {"x": 1, "y": 2})
+    assert status == 202, body
+    task_id = body["task_id"]
+    assert poll_task(stack, task_id) == {"task_id": task_id, "state": "SUCCESS", "result": 0.5}
+
+
+def test_division_by_zero_ends_as_failure(stack: Stack) -> None:
+    task_id = stack.request("POST", "/tasks/divide", {"x": 1, "y": 0})[1]["task_id"]
+    assert poll_task(stack, task_id) == {
+        "task_id": task_id,
+        "state": "FAILURE",
+        "error": "ZeroDivisionError: division by zero",
+    }
+
+
+def test_beat_runs_the_periodic_task_on_the_worker(stack: Stack) -> None:
+    task = f"{stack.project.package}.users.tasks.report_user_count"
+    worker = stack.services["worker"]
+    stack.wait_for(
+        "beat's periodic task on the worker",
+        lambda: any(task in line and "succeeded" in line for line in worker.text().splitlines()),
+        timeout=30,
+    )
+    assert f"Sending due task report-user-count ({task})" in stack.services["beat"].text()
+
+
+def test_flower_requires_basic_auth_and_lists_the_worker(stack: Stack) -> None:
+    assert http_status(stack.flower + "/") == 401
+    assert http_status(stack.flower + "/api/workers") == 401
+    assert http_status(stack.flower + "/", (stack.flower_auth[0], "wrong")) == 401
+    assert http_status(stack.flower + "/", stack.flower_auth) == 200
+    workers: dict[str, Any] = {}
+
+    def listed() -> bool:
+        request = urllib.request.Request(stack.flower + "/api/workers?refresh=1")
+        request.add_header("Authorization", basic_auth(*stack.flower_auth))
+        with urllib.request.urlopen(request, timeout=15) as response:
+            workers.update(json.loads(response.read()))
+        return any(name.startswith("celery@") for name in workers)
+
+    stack.wait_for("Flower to list the worker", listed, timeout=30)
+
+
+@pytest.mark.parametrize("name", ["web", "worker", "beat", "flower"])
+def test_script_execs_its_server(stack: Stack, name: str) -> None:
+    """The script's process became the server (exec): signals reach it, no shell in between."""
+    pid = stack.services[name].process.pid
+    command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    program = b" ".join(command[:3]).decode()
+    assert "bash" not in program, program
+    assert ("gunicorn" if name == "web" else "celery") in program
+
+
+def test_sigterm_stops_every_service_cleanly(stack: Stack) -> None:
+    """SIGTERM to each start script's process stops it, and all its children, within its grace."""
+    for name in ("flower", "beat", "web", "worker"):
+        service = stack.services[name]
+        service.process.send_signal(signal.SIGTERM)
+        try:
+            code = service.process.wait(timeout=GRACE[name])
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{name} ignored SIGTERM for {GRACE[name]} s\n{service.text()[-3000:]}")
+        assert code == 0, f"{name} exited with {code}\n{service.text()[-3000:]}"
+        assert not group_alive(service.process.pid, timeout=10), f"{name} left children behind"
