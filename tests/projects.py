@@ -52,6 +52,21 @@ class Project:
             check=False,
         )
 
+    def spawn(self, *args: str | Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+        """Start a long-running command in the project folder, in its own process group.
+
+        Its output goes to ``log``; ``os.killpg(process.pid, ...)`` reaches all its children.
+        """
+        with log.open("wb") as output:
+            return subprocess.Popen(
+                [str(arg) for arg in args],
+                cwd=self.path,
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
     def env_file(self) -> dict[str, str]:
         """The generated .env, as a dict."""
         lines = (self.path / ".env").read_text().splitlines()

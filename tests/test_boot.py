@@ -99,15 +99,7 @@ class Stack:
 
     def start(self, name: str, script: str) -> Service:
         log = self.logs / f"{name}.log"
-        with log.open("wb") as output:
-            process = subprocess.Popen(
-                [self.project.path / script],
-                cwd=self.project.path,
-                env=self.env,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: teardown kills all of it
-            )
+        process = self.project.spawn(self.project.path / script, env=self.env, log=log)
         self.services[name] = Service(name, process, log)
         return self.services[name]
 

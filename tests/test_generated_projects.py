@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -93,34 +92,17 @@ def test_worker_starts_without_deprecation_warnings(project: Project, tmp_path: 
         "PYTHONWARNINGS": "default",
     }
     log = tmp_path / "worker.log"
-    with log.open("w") as output:
-        worker = subprocess.Popen(
-            [
-                project.bin / "celery",
-                "-A",
-                "app.celery",
-                "worker",
-                "-P",
-                "solo",
-                "-l",
-                "INFO",
-                "-Q",
-                queue,
-            ],
-            cwd=project.path,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while " ready." not in log.read_text() and worker.poll() is None:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.2)
-            assert worker.poll() is None, log.read_text()
-        finally:
-            worker.send_signal(signal.SIGTERM)
-            returncode = worker.wait(timeout=30)
+    command = ["celery", "-A", "app.celery", "worker", "-P", "solo", "-l", "INFO", "-Q", queue]
+    worker = project.spawn(project.bin / command[0], *command[1:], env=env, log=log)
+    try:
+        deadline = time.monotonic() + 60
+        while " ready." not in log.read_text() and worker.poll() is None:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        assert worker.poll() is None, log.read_text()
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        returncode = worker.wait(timeout=30)
     text = log.read_text()
     assert returncode == 0, text
     assert "celery@" in text
@@ -138,35 +120,22 @@ def test_flower_requires_the_generated_password(project: Project, tmp_path: Path
     env = {**os.environ, **broker_env(project.answers)}
     env.pop("FLOWER_BASIC_AUTH", None)  # only .env, read by app.py, may provide it
     log = tmp_path / "flower.log"
-    with log.open("w") as output:
-        flower = subprocess.Popen(
-            [
-                project.bin / "celery",
-                "-A",
-                "app.celery",
-                "flower",
-                "--address=127.0.0.1",
-                f"--port={port}",
-            ],
-            cwd=project.path,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            url = f"http://127.0.0.1:{port}/"
-            deadline = time.monotonic() + 60
-            while True:
-                assert flower.poll() is None, log.read_text()
-                try:
-                    status = http_status(url)
-                    break
-                except OSError:
-                    assert time.monotonic() < deadline, log.read_text()
-                    time.sleep(0.3)
-            assert status == 401
-            assert http_status(url, (user, "wrong-password")) == 401
-            assert http_status(url, (user, password)) == 200
-        finally:
-            flower.terminate()
-            flower.wait(timeout=30)
+    command = ["celery", "-A", "app.celery", "flower", "--address=127.0.0.1", f"--port={port}"]
+    flower = project.spawn(project.bin / command[0], *command[1:], env=env, log=log)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        deadline = time.monotonic() + 60
+        while True:
+            assert flower.poll() is None, log.read_text()
+            try:
+                status = http_status(url)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.3)
+        assert status == 401
+        assert http_status(url, (user, "wrong-password")) == 401
+        assert http_status(url, (user, password)) == 200
+    finally:
+        flower.terminate()
+        flower.wait(timeout=30)

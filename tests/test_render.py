@@ -54,6 +54,7 @@ def expected_paths(answers: dict[str, Any], package: str) -> dict[str, bool]:
         "tests/conftest.py": True,
         "tests/test_beat.py": answers["use_celery_beat"],
         "docker-compose.yml": docker,
+        "docker-compose.prod.yml": docker,
         ".dockerignore": docker,
         f"{scripts}/Dockerfile": docker,
         f"{scripts}/entrypoint": docker,
@@ -142,8 +143,9 @@ def test_variant_renders_clean(copie, template_dir: Path, answers: dict[str, Any
     env = text[".env"]
     assert ("FLOWER_BASIC_AUTH=admin:" in env) is answers["use_flower"]
     if answers["use_docker"]:
-        compose = yaml.safe_load(text["docker-compose.yml"])
-        assert set(compose["services"]) == expected_services(answers)
+        for name in ("docker-compose.yml", "docker-compose.prod.yml"):
+            compose = yaml.safe_load(text[name])
+            assert set(compose["services"]) == expected_services(answers), name
 
     ruff = [sys.executable, "-m", "ruff"]
     for command in (["check", "--no-cache", "."], ["format", "--check", "--no-cache", "."]):
