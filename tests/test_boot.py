@@ -62,8 +62,8 @@ BOOT_VARIANTS = [
     }
     for index, (database, broker, result_backend) in enumerate(PAIRS)
 ]
-# Seconds each service may take to stop after SIGTERM (the worker's matches compose's
-# stop_grace_period: it lets running tasks finish).
+# Seconds each service may take to stop after SIGTERM. The services are idle here; a busy
+# worker finishes its running tasks first, which compose's stop_grace_period allows for.
 GRACE = {"web": 30, "worker": 60, "beat": 15, "flower": 15}
 
 
