@@ -16,6 +16,10 @@ def celery_init_app(app: Flask) -> Celery:
     """
 
     class FlaskTask(Task):
+        # Seconds before a retry: after `self.retry()`, or after the worker process running
+        # the task died (see task_retry_on_worker_lost in config.py).
+        default_retry_delay = 5
+
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             with app.app_context():
                 return super().__call__(*args, **kwargs)
