@@ -521,9 +521,7 @@ def test_every_interpolated_variable_has_a_value(
         )
     # The database password: always from .env, never a fixed fallback, in the db service and in
     # every URL that carries it.
-    secret = {"postgresql": "POSTGRES_PASSWORD", "mysql": "MARIADB_PASSWORD"}.get(
-        answers["database"]
-    )
+    secret = "DATABASE_PASSWORD" if answers["database"] != "sqlite" else None
     uses = [variable for variable in found if variable.name == secret]
     if secret:
         assert len(uses) >= 2, f"{secret} should be used by the db service and DATABASE_URL"

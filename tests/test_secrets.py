@@ -41,7 +41,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "result_backend": "database",
     },
 }
-FLOWER_VARIANTS = [name for name, answers in VARIANTS.items() if answers["use_flower"]]
 DOCKER_VARIANTS = [name for name, answers in VARIANTS.items() if answers["use_docker"]]
 
 
@@ -83,18 +82,13 @@ class Project:
         return password
 
     @property
-    def database_password(self) -> str | None:
-        """The password of the Compose database service, when the variant has one."""
-        return self.env.get("POSTGRES_PASSWORD") or self.env.get("MARIADB_PASSWORD")
+    def database_password(self) -> str:
+        """The password of the Compose database service."""
+        return self.env["DATABASE_PASSWORD"]
 
     @property
     def secrets(self) -> list[str]:
-        found = [self.secret_key]
-        if self.answers["use_flower"]:
-            found.append(self.flower_password)
-        if self.database_password:
-            found.append(self.database_password)
-        return found
+        return [self.secret_key, self.flower_password, self.database_password]
 
 
 def render(template_dir: Path, dst: Path, data: dict[str, Any]) -> Project:
@@ -143,7 +137,7 @@ def test_secret_key_is_long_and_random_looking(
     assert " " not in key
 
 
-@pytest.mark.parametrize("variant", FLOWER_VARIANTS)
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_flower_password_is_long_and_random_looking(
     generate: Callable[..., Project], variant: str
 ) -> None:
@@ -224,12 +218,10 @@ def test_env_is_kept_out_of_the_docker_build_context(
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_compose_database_gets_a_generated_password(
-    generate: Callable[..., Project], variant: str
-) -> None:
+def test_every_variant_gets_every_secret(generate: Callable[..., Project], variant: str) -> None:
+    """The same three secrets whatever the answers: a later `copier update` that turns Flower on
+    or switches databases needs no secret that .env (never rewritten by updates) would lack."""
     project = generate(variant)
-    needs_one = project.answers["use_docker"] and project.answers["database"] != "sqlite"
-    assert (project.database_password is not None) is needs_one
-    if needs_one:
-        assert len(project.database_password or "") >= 32
-        assert project.database_password != generate(variant, copy=1).database_password
+    assert set(project.env) == {"SECRET_KEY", "FLOWER_BASIC_AUTH", "DATABASE_PASSWORD"}
+    assert len(project.database_password) >= 32
+    assert project.database_password != generate(variant, copy=1).database_password
