@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tomllib
 from pathlib import Path
 
 import nox
@@ -33,12 +34,8 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs)
 
 
-@nox.session
-@nox.parametrize("answers", COVERING, ids=[variant_id(answers) for answers in COVERING])
-def render(session: nox.Session, answers: dict) -> None:
-    """Generate one covering variant into .nox/render/<variant> and run its own tests."""
-    session.install("-r", REQUIREMENTS)
-    dest = ROOT / ".nox" / "render" / variant_id(answers)
+def generate(session: nox.Session, answers: dict, dest: Path) -> None:
+    """Render ``answers`` from the working tree into ``dest``, with a virtualenv in .venv."""
     shutil.rmtree(dest, ignore_errors=True)
     data = [f"--data={key}={value}" for key, value in answers.items()]
     session.run(
@@ -46,7 +43,74 @@ def render(session: nox.Session, answers: dict) -> None:
     )
     session.chdir(dest)
     session.run("uv", "venv", "-q", "-p", answers["python_version"], ".venv")
-    session.run("uv", "pip", "install", "-q", "-p", ".venv/bin/python", "-e", ".[dev]")
+
+
+def project_checks(session: nox.Session) -> None:
     session.run(".venv/bin/python", "-m", "pytest", "-q", external=True)
     session.run(".venv/bin/ruff", "check", ".", external=True)
     session.run(".venv/bin/ruff", "format", "--check", ".", external=True)
+
+
+VARIANT_IDS = [variant_id(answers) for answers in COVERING]
+
+
+@nox.session
+@nox.parametrize("answers", COVERING, ids=VARIANT_IDS)
+def render(session: nox.Session, answers: dict) -> None:
+    """Generate one covering variant into .nox/render/<variant> and run its own checks."""
+    session.install("-r", REQUIREMENTS)
+    generate(session, answers, ROOT / ".nox" / "render" / variant_id(answers))
+    pip = ["uv", "pip", "install", "-q", "-p", ".venv/bin/python"]
+    session.run(*pip, "-c", "constraints.txt", "-e", ".[dev]")
+    project_checks(session)
+
+
+@nox.session
+@nox.parametrize("answers", COVERING, ids=VARIANT_IDS)
+def latest(session: nox.Session, answers: dict) -> None:
+    """Like render, but with the newest release of every dependency (constraints.txt ignored)."""
+    session.install("-r", REQUIREMENTS)
+    generate(session, answers, ROOT / ".nox" / "latest" / variant_id(answers))
+    pip = ["uv", "pip", "install", "-q", "-p", ".venv/bin/python", "--upgrade", "--refresh"]
+    session.run(*pip, "-e", ".[dev]")
+    session.run("uv", "pip", "list", "-p", ".venv/bin/python")
+    project_checks(session)
+
+
+CONSTRAINTS_HEADER = """\
+# The exact versions generated projects install (`pip install -c constraints.txt -e ".[dev]"`),
+# for every variant and Python 3.11+: the versions the template's tests ran with.
+# Refresh with `nox -s lock` in the template repository (the newest versions that satisfy the
+# ranges in pyproject.toml), then run the tests. Generated projects refresh theirs with
+# `uv pip compile pyproject.toml --all-extras --universal -o constraints.txt`.
+"""
+
+
+@nox.session
+def lock(session: nox.Session) -> None:
+    """Refresh template/constraints.txt: pin the newest versions every variant can install."""
+    session.install("-r", REQUIREMENTS)
+    work = Path(session.create_tmp())
+    requirements: set[str] = set()
+    # Between them, these two variants use every dependency the template can generate.
+    for database in ("postgresql", "mysql"):
+        dest = work / database
+        shutil.rmtree(dest, ignore_errors=True)
+        session.run(
+            "copier", "copy", "--defaults", "--quiet", "--vcs-ref=HEAD",
+            f"--data=database={database}", "--data=use_flower=true", str(ROOT), str(dest),
+        )  # fmt: skip
+        project = tomllib.loads((dest / "pyproject.toml").read_text())["project"]
+        requirements.update(project["dependencies"])
+        for extra in project.get("optional-dependencies", {}).values():
+            requirements.update(extra)
+    source = work / "requirements.in"
+    source.write_text("\n".join(sorted(requirements)) + "\n")
+    compiled = work / "constraints.txt"
+    session.run(
+        "uv", "pip", "compile", "--quiet", "--universal", "--python-version", "3.11",
+        "--no-header", "--upgrade", str(source), "-o", str(compiled),
+    )  # fmt: skip
+    target = ROOT / "template" / "constraints.txt"
+    target.write_text(CONSTRAINTS_HEADER + compiled.read_text())
+    session.log(f"wrote {target.relative_to(ROOT)}; now run the tests")

@@ -83,7 +83,7 @@ def install(template_dir: Path, answers: dict[str, Any], path: Path) -> Project:
     subprocess.run([*uv, "venv", "-q", "-p", interpreter, path / ".venv"], check=True)
     python = path / ".venv" / "bin" / "python"
     installed = subprocess.run(
-        [*uv, "pip", "install", "-q", "-p", python, "-e", ".[dev]"],
+        [*uv, "pip", "install", "-q", "-p", python, "-c", "constraints.txt", "-e", ".[dev]"],
         cwd=path,
         capture_output=True,
         text=True,

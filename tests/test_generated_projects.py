@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -139,3 +140,23 @@ def test_flower_requires_the_generated_password(project: Project, tmp_path: Path
     finally:
         flower.terminate()
         flower.wait(timeout=30)
+
+
+def requirement_versions(lines: list[str]) -> dict[str, str]:
+    """``name==version`` lines (markers and comments dropped), by normalized name."""
+    versions = {}
+    for line in lines:
+        requirement = line.split(";")[0].split("#")[0].strip()
+        if "==" in requirement:
+            name, version = requirement.split("==")
+            versions[name.lower().replace("_", "-")] = version
+    return versions
+
+
+def test_installs_exactly_the_pinned_versions(project: Project) -> None:
+    """Every installed package is pinned by constraints.txt, at the pinned version."""
+    pins = requirement_versions((project.path / "constraints.txt").read_text().splitlines())
+    freeze = project.run(sys.executable, "-m", "uv", "pip", "freeze", "-p", project.python)
+    installed = requirement_versions(freeze.stdout.splitlines())  # the project itself: "-e ..."
+    assert installed
+    assert installed == {name: pins.get(name, "not pinned") for name in installed}
