@@ -173,10 +173,12 @@ def test_changing_answers_equals_a_fresh_generation(
 ) -> None:
     project = generate(template_repo, tmp_path / "project", "v0.2.0", **BASE_ANSWERS)
     make_user_edits(project)
+    secrets_before = (project / ".env").read_bytes()
 
     run_update(project, data=change, vcs_ref="v0.2.0", overwrite=True, conflict="rej", **COMMON)
 
     assert_clean_merge(project)
+    assert (project / ".env").read_bytes() == secrets_before
     fresh = tmp_path / "fresh"
     run_copy(str(template_repo), fresh, data={**BASE_ANSWERS, **change}, vcs_ref="v0.2.0", **COMMON)
     updated, expected = tree(project), tree(fresh)
