@@ -58,7 +58,7 @@ def test_flask_db_upgrade_creates_the_tables(project: Project, database_url: str
     upgrade = project.run(flask, "db", "upgrade", env=env)
     assert upgrade.returncode == 0, upgrade.stderr
     current = project.run(flask, "db", "current", env=env)
-    assert "0001 (head)" in current.stdout, current.stdout + current.stderr
+    assert "0002 (head)" in current.stdout, current.stdout + current.stderr
     columns = project.run(
         project.python,
         "-c",

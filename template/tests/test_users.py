@@ -34,6 +34,13 @@ def test_unknown_user_is_404(client: FlaskClient) -> None:
     assert response.get_json()["message"] == "No user with id 999."
 
 
+@pytest.mark.parametrize("user_id", ["2147483648", "9223372036854775808", "9" * 4300])
+def test_user_id_beyond_any_column_is_404(client: FlaskClient, user_id: str) -> None:
+    response = client.get(f"/users/{user_id}")
+    assert response.status_code == 404
+    assert response.get_json()["message"] == f"No user with id {user_id}."
+
+
 @pytest.mark.parametrize(
     "duplicate",
     [
@@ -61,6 +68,10 @@ def test_duplicate_user_is_409(client: FlaskClient, duplicate: dict) -> None:
         ({"username": "ada", "email": "not-an-email"}, "email"),
         ({"username": "ada", "email": ["ada@example.com"]}, "email"),
         ({"username": "ada", "email": "a" * 250 + "@example.com"}, "email"),
+        ({"username": "ada", "email": "ada\x00@example.com"}, "email"),
+        ({"username": "ada", "email": "ada\x1b@example.com"}, "email"),
+        ({"username": "ada", "email": "\ud800@example.com"}, "email"),
+        ({"username": "ada\ud800", "email": "ada@example.com"}, "username"),
     ],
 )
 def test_invalid_fields_are_400(client: FlaskClient, body: dict, field: str) -> None:
@@ -78,6 +89,7 @@ def test_invalid_fields_are_400(client: FlaskClient, body: dict, field: str) -> 
         ("{not json", "application/json"),
         ('["ada", "ada@example.com"]', "application/json"),
         ("", "application/json"),
+        ("[" * 100_000, "application/json"),
     ],
 )
 def test_body_must_be_a_json_object(client: FlaskClient, data: str, content_type: str) -> None:

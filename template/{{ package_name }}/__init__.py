@@ -8,14 +8,14 @@ from typing import Any
 
 from flask import Flask
 
-from .api import register_error_handlers
+from .api import refuse_oversized_body, register_error_handlers
 from .celery_utils import celery_init_app
 from .config import BASE_DIR, config
 from .extensions import db, migrate
 from .main import main_blueprint
 from .tasks import tasks_blueprint
 from .users import users_blueprint
-from .users.models import User
+from .users.models import User, Welcome
 
 __all__ = ["create_app", "db", "migrate"]
 
@@ -40,6 +40,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
     celery_init_app(app)
     register_error_handlers(app)
+    app.before_request(refuse_oversized_body)
 
     app.register_blueprint(main_blueprint)
     app.register_blueprint(users_blueprint)
@@ -47,6 +48,6 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
 
     @app.shell_context_processor
     def shell_context() -> dict[str, object]:
-        return {"app": app, "db": db, "User": User}
+        return {"app": app, "db": db, "User": User, "Welcome": Welcome}
 
     return app

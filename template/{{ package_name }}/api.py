@@ -13,6 +13,7 @@ from werkzeug.exceptions import (
     BadRequest,
     HTTPException,
     InternalServerError,
+    RequestEntityTooLarge,
     ServiceUnavailable,
 )
 
@@ -34,10 +35,24 @@ def json_object() -> dict[str, Any]:
     """The request body as a JSON object, or a 400 error that says what is wrong."""
     if not request.is_json:
         raise BadRequest("Send a JSON object with the header Content-Type: application/json.")
-    data = request.get_json(silent=True)
+    try:
+        data = request.get_json(silent=True)
+    except RecursionError:  # Python's parser recurses once per [ or {: a few thousand suffice
+        raise BadRequest("The JSON body is nested too deeply.") from None
     if not isinstance(data, dict):
         raise BadRequest("The request body must be a JSON object.")
     return data
+
+
+def refuse_oversized_body() -> None:
+    """Refuse a body longer than MAX_CONTENT_LENGTH (413) before any view runs.
+
+    Werkzeug enforces the limit only when a view reads the body; this refuses it even when the
+    view would not read it (a wrong content type, say), so the answer does not depend on that.
+    """
+    limit = request.max_content_length
+    if limit is not None and (request.content_length or 0) > limit:
+        raise RequestEntityTooLarge()
 
 
 def _json_error(error: HTTPException) -> Response:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
+import click
 from flask import Blueprint, Response, jsonify, url_for
+from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import IntegrityError
-from werkzeug.exceptions import Conflict
+from werkzeug.exceptions import Conflict, NotFound
 
 from ..api import ValidationError, json_object
 from ..extensions import db
-from .models import EMAIL_MAX_LENGTH, USERNAME_MAX_LENGTH, User
+from .models import EMAIL_MAX_LENGTH, ID_MAX, USERNAME_MAX_LENGTH, User, Welcome
+from .tasks import welcome_user
+
+logger = logging.getLogger(__name__)
 
 USERNAME_PATTERN = re.compile(r"[\w.-]+")
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -21,7 +27,10 @@ users_blueprint = Blueprint("users", __name__, url_prefix="/users")
 
 @users_blueprint.post("")
 def create_user() -> tuple[Response, int, dict[str, str]]:
-    """Create a user from ``{"username", "email"}``: 201, 400 if invalid, 409 if taken."""
+    """Create a user from ``{"username", "email"}``: 201, 400 if invalid, 409 if taken.
+
+    The welcome message is queued after the commit, so the worker always finds the user.
+    """
     username, email = _user_fields(json_object())
     user = User(username=username, email=email)
     db.session.add(user)
@@ -30,6 +39,11 @@ def create_user() -> tuple[Response, int, dict[str, str]]:
     except IntegrityError:
         db.session.rollback()
         raise Conflict("A user with this username or email already exists.") from None
+    try:
+        welcome_user.delay(user.id)
+    except BrokerError as error:
+        # The user exists: answer 201 all the same. `flask users send-welcomes` queues it later.
+        logger.error("Could not queue the welcome of user %d: %s", user.id, error)
     location = url_for(".get_user", user_id=user.id)
     return jsonify(user.to_dict()), 201, {"Location": location}
 
@@ -42,8 +56,21 @@ def list_users() -> Response:
 
 @users_blueprint.get("/<int:user_id>")
 def get_user(user_id: int) -> Response:
-    user = db.get_or_404(User, user_id, description=f"No user with id {user_id}.")
+    description = f"No user with id {user_id}."
+    if user_id > ID_MAX:  # no such row, and a number the database driver may refuse to send
+        raise NotFound(description)
+    user = db.get_or_404(User, user_id, description=description)
     return jsonify(user.to_dict())
+
+
+@users_blueprint.cli.command("send-welcomes")
+def send_welcomes() -> None:
+    """Queue the welcome of every user who has none yet (safe to repeat: the task is idempotent)."""
+    welcomed = db.select(Welcome.user_id)
+    user_ids = db.session.scalars(db.select(User.id).where(User.id.not_in(welcomed))).all()
+    for user_id in user_ids:
+        welcome_user.delay(user_id)
+    click.echo(f"Queued the welcome of {len(user_ids)} user(s).")
 
 
 def _user_fields(data: dict[str, Any]) -> tuple[str, str]:
@@ -60,7 +87,9 @@ def _user_fields(data: dict[str, Any]) -> tuple[str, str]:
         problems["email"] = "required, a non-empty string"
     elif len(email) > EMAIL_MAX_LENGTH:
         problems["email"] = f"at most {EMAIL_MAX_LENGTH} characters"
-    elif not EMAIL_PATTERN.fullmatch(email):
+    elif not email.isprintable() or not EMAIL_PATTERN.fullmatch(email):
+        # isprintable() is False for NUL, control characters and lone surrogates, which
+        # PostgreSQL or the UTF-8 encoder of every driver would refuse.
         problems["email"] = "not an email address"
     if problems:
         raise ValidationError(problems)
