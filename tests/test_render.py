@@ -136,6 +136,9 @@ def test_variant_renders_clean(copie, template_dir: Path, answers: dict[str, Any
 
     pyproject = tomllib.loads(text["pyproject.toml"])
     assert pyproject["project"]["requires-python"] == f">={answers['python_version']}"
+    # The `ruff check` below runs bandit's security rules (S) on the application code.
+    assert "S" in pyproject["tool"]["ruff"]["lint"]["select"]
+    assert "S" not in str(pyproject["tool"]["ruff"]["lint"].get("ignore", []))
     dependencies = {re.split(r"[<>=~!]", dep)[0] for dep in pyproject["project"]["dependencies"]}
     for dependency, needed in expected_dependencies(answers).items():
         assert (dependency in dependencies) is needed, f"dependency {dependency}"
