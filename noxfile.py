@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -42,7 +44,18 @@ def generate(session: nox.Session, answers: dict, dest: Path) -> None:
         "copier", "copy", "--defaults", "--quiet", "--vcs-ref=HEAD", *data, str(ROOT), str(dest)
     )
     session.chdir(dest)
-    session.run("uv", "venv", "-q", "-p", answers["python_version"], ".venv")
+    session.run("uv", "venv", "-q", "-p", interpreter(answers["python_version"]), ".venv")
+
+
+def interpreter(version: str) -> str:
+    """A local Python ``version`` (PATH, then pyenv): uv must not try to download one."""
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates = [f"python{version}", *sorted(map(str, pyenv.glob(f"{version}.*/bin/python3")))]
+    for candidate in candidates:
+        path = shutil.which(candidate)
+        if path and subprocess.run([path, "-c", "pass"], capture_output=True).returncode == 0:
+            return path
+    raise SystemExit(f"no Python {version} on this machine")
 
 
 def project_checks(session: nox.Session) -> None:
