@@ -184,8 +184,8 @@ def cluster(
             "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
             "CELERY_BROKER_URL": broker,
             "CELERY_RESULT_BACKEND": results.url.replace("/0", "/1"),
-            # Redis hands a vanished worker's tasks to another after this many seconds.
-            "CELERY_VISIBILITY_TIMEOUT": "5",
+            # Longer than any task or retry delay here: only a vanished worker's tasks come back.
+            "CELERY_VISIBILITY_TIMEOUT": "60",
             "CHAOS_LOG": str(tmp_path / "tasks.log"),
         }
         cluster = Cluster(project, env, tmp_path / "tasks.log", [])
@@ -219,6 +219,8 @@ def test_task_that_always_kills_its_process_does_not_loop_forever(cluster: Clust
 
 
 def test_killed_worker_loses_none_of_100_tasks(cluster: Cluster) -> None:
+    # Redis gives a vanished worker's tasks back after the visibility timeout: keep it short.
+    cluster.env["CELERY_VISIBILITY_TIMEOUT"] = "5"
     task_ids = cluster.send("chaos.work", 0.1, count=100)
     worker = cluster.start_worker()
     wait_until("some tasks to finish", lambda: len(cluster.events("done")) >= 10, 60)
