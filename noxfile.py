@@ -90,6 +90,21 @@ def latest(session: nox.Session, answers: dict) -> None:
     project_checks(session)
 
 
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark the default variant against its baselines: docs/performance.md (args after --)."""
+    session.install("-r", REQUIREMENTS)
+    if not shutil.which("wrk"):
+        if os.geteuid() != 0:
+            session.error("wrk is missing: install the Debian package (apt-get install wrk)")
+        env = {"DEBIAN_FRONTEND": "noninteractive"}
+        installed = subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], env=os.environ | env)
+        if installed.returncode != 0:  # a fresh machine may have no package lists yet
+            session.run("apt-get", "update", "-qq", external=True, env=env)
+            session.run("apt-get", "install", "-y", "-qq", "wrk", external=True, env=env)
+    session.run("python", "benchmarks/bench.py", *session.posargs)
+
+
 CONSTRAINTS_HEADER = """\
 # The exact versions generated projects install (`pip install -c constraints.txt -e ".[dev]"`),
 # for every variant and Python 3.11+: the versions the template's tests ran with.
