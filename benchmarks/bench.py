@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import statistics
@@ -35,7 +36,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,6 @@ class Service:
     name: str
     process: subprocess.Popen[bytes]
     log: Path
-    started: float = field(default_factory=time.perf_counter)
 
     def text(self) -> str:
         return self.log.read_text(errors="replace")
@@ -169,8 +169,14 @@ class Services:
         stop_group(self.running.pop(name).process, grace)
 
     def stop_all(self) -> None:
+        failed = []
         for name in list(self.running):
-            self.stop(name, grace=10)
+            try:
+                self.stop(name, grace=10)
+            except Exception as error:  # go on stopping the others
+                failed.append(f"{name}: {error}")
+        if failed:
+            raise BenchError("could not stop " + "; ".join(failed))
 
     def diagnostics(self) -> str:
         return "\n".join(f"--- {s.name} ---\n{s.text()[-3000:]}" for s in self.running.values())
@@ -296,7 +302,7 @@ def run_times(command: list[str], *, cwd: Path, env: dict[str, str], runs: int) 
     """Median and fastest wall time of ``command`` in ms: hyperfine if present, else timed runs."""
     if shutil.which("hyperfine"):
         export = cwd / ".hyperfine.json"
-        shown = " ".join(command)
+        shown = shlex.join(command)  # hyperfine -N splits it like a shell, without one
         run(
             ["hyperfine", "-N", "--warmup", "1", "--runs", str(runs), "--export-json", export,
              shown],
@@ -796,7 +802,7 @@ def bench(options: argparse.Namespace) -> dict[str, Any]:
         started = time.perf_counter()
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
         m["suite"] = {
-            "command": " ".join(command[1:]),
+            "command": shlex.join(["python", *command[1:]]),
             "wall_s": time.perf_counter() - started,
             "returncode": done.returncode,
             "summary": done.stdout.strip().splitlines()[-1:] if done.stdout.strip() else [],
