@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -33,6 +32,7 @@ from projects import (
     fresh_redis_db,
     http_status,
     install,
+    listening,
 )
 from variants import variant_id
 
@@ -150,14 +150,6 @@ def group_alive(pgid: int, timeout: float) -> bool:
         if not alive or time.monotonic() > deadline:
             return bool(alive)
         time.sleep(0.2)
-
-
-def listening(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-    except OSError:
-        return False
-    return True
 
 
 @pytest.fixture(

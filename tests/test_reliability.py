@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from projects import (
     free_port,
     fresh_rabbitmq_vhost,
     install,
+    kill_groups,
     listening,
     wait_until,
 )
@@ -158,10 +159,7 @@ class Cluster:
         return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
 
     def kill_all(self) -> None:
-        for worker in self.workers:
-            with suppress(ProcessLookupError):
-                os.killpg(worker.pid, signal.SIGKILL)
-            worker.wait(timeout=10)
+        kill_groups(self.workers)
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
@@ -284,10 +282,7 @@ class WebApp:
         return self.request("GET", f"/tasks/{task_id}")[1]["state"]
 
     def stop(self) -> None:
-        for process in self.processes:
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        kill_groups(self.processes)
 
 
 def web_app(project: Project, tmp_path: Path, database_url: str, broker_url: str) -> WebApp:
