@@ -11,13 +11,14 @@ from flask import Flask
 from .api import refuse_oversized_body, register_error_handlers
 from .celery_utils import celery_init_app
 from .config import BASE_DIR, config
-from .extensions import db, migrate
+from .extensions import db
 from .main import main_blueprint
+from .sessions import CachedSerializerSessionInterface
 from .tasks import tasks_blueprint
 from .users import users_blueprint
 from .users.models import User, Welcome
 
-__all__ = ["create_app", "db", "migrate"]
+__all__ = ["create_app", "db"]
 
 
 def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | None = None) -> Flask:
@@ -37,10 +38,14 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
     app.config.update(overrides or {})
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(BASE_DIR / "migrations"))
+    if app.testing or _run_by_flask_cli():
+        from flask_migrate import Migrate  # imports alembic: only `flask db` and tests need it
+
+        Migrate(app, db, directory=str(BASE_DIR / "migrations"))
     celery_init_app(app)
     register_error_handlers(app)
     app.before_request(refuse_oversized_body)
+    app.session_interface = CachedSerializerSessionInterface()
 
     app.register_blueprint(main_blueprint)
     app.register_blueprint(users_blueprint)
@@ -51,3 +56,12 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
         return {"app": app, "db": db, "User": User, "Welcome": Welcome}
 
     return app
+
+
+def _run_by_flask_cli() -> bool:
+    """Whether the ``flask`` command is creating the app (not gunicorn, not Celery)."""
+    import click
+    from flask.cli import FlaskGroup
+
+    context = click.get_current_context(silent=True)
+    return context is not None and isinstance(context.find_root().command, FlaskGroup)

@@ -1,6 +1,9 @@
-"""Flask extensions, created here and bound to the app in ``create_app``."""
+"""Flask extensions, created here and bound to the app in ``create_app``.
 
-from flask_migrate import Migrate
+Flask-Migrate is not here: ``create_app`` registers it only for the ``flask`` command and the
+tests, since it imports alembic (about 100 ms) that the web and Celery processes never use.
+"""
+
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
@@ -20,4 +23,3 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
-migrate = Migrate()
