@@ -91,6 +91,23 @@ def latest(session: nox.Session, answers: dict) -> None:
 
 
 @nox.session
+def boot(session: nox.Session) -> None:
+    """Boot each database x broker pair from its own start scripts against local services."""
+    session.install("-r", REQUIREMENTS)
+    session.run("pytest", "-m", "boot", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with mkdocs --strict into site/ (``-- serve`` previews it)."""
+    session.install("-r", REQUIREMENTS)
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:])
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Benchmark the default variant against its baselines: docs/performance.md (args after --)."""
     session.install("-r", REQUIREMENTS)
