@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import celeryd_init
 from flask import Flask
+from kombu.exceptions import OperationalError
 
 
 def celery_init_app(app: Flask) -> Celery:
@@ -24,11 +26,35 @@ def celery_init_app(app: Flask) -> Celery:
             with app.app_context():
                 return super().__call__(*args, **kwargs)
 
+        def apply_async(self, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return super().apply_async(*args, **kwargs)
+            except RuntimeError as error:
+                # Celery's Redis result backend reports that it cannot reach Redis with a bare
+                # RuntimeError: raise it as the broker's errors are raised (views answer 503).
+                if isinstance(error.__cause__, getattr(self.backend, "connection_errors", ())):
+                    raise OperationalError(f"The result backend is unreachable: {error}") from error
+                raise
+
     celery_app = Celery(app.name, task_cls=FlaskTask)
     celery_app.config_from_object(app.config["CELERY"])
     celery_app.set_default()
     app.extensions["celery"] = celery_app
     return celery_app
+
+
+@celeryd_init.connect
+def keep_default_result_retries(conf: Any = None, **_: Any) -> None:
+    """In a worker, retry result writes as long as Celery does by default (about 20 s).
+
+    config.py gives up after about a second, which is right for a web request enqueueing a task
+    but would lose the results of tasks that finish during a short Redis restart.
+    """
+    options = conf.result_backend_transport_options if conf is not None else None
+    if options and "retry_policy" in options:
+        conf.result_backend_transport_options = {
+            name: value for name, value in options.items() if name != "retry_policy"
+        }
 
 
 def broker_available(celery_app: Celery, timeout: float = 2.0) -> bool:
