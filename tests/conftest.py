@@ -21,8 +21,9 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 def pytest_configure(config: pytest.Config) -> None:
     # Copier settings of the machine running the tests must not leak into them: point Copier at
     # an empty settings file (a user's `defaults:` would otherwise replace the template's).
-    settings = Path(config.cache.mkdir("copier")) / "settings.yml" if config.cache else None
-    if settings is None:  # pragma: no cover - cache provider disabled
+    cache = getattr(config, "cache", None)  # absent with -p no:cacheprovider
+    settings = Path(cache.mkdir("copier")) / "settings.yml" if cache else None
+    if settings is None:
         settings = REPO / ".pytest_cache" / "copier-settings.yml"
         settings.parent.mkdir(parents=True, exist_ok=True)
     settings.write_text("defaults: {}\n")

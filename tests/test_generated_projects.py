@@ -2,7 +2,8 @@
 
 Each project of ``variants.COVERING`` (every value of every question at least once) is
 generated, installed into a fresh virtualenv from its own pyproject.toml with its target Python,
-and must then: pass its own test suite, create its tables with ``flask db upgrade`` on a real
+and must then: pass its own test suite (and its tests/test_services.py against the real
+servers of its kind), create its tables with ``flask db upgrade`` on a real
 database of its kind, and start a Celery worker with ``celery -A app.celery worker`` on a real
 broker without a single deprecation warning.
 """
@@ -10,17 +11,27 @@ broker without a single deprecation warning.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import require_service
-from projects import Project, free_port, fresh_database, http_status, install
+from projects import (
+    Project,
+    free_port,
+    fresh_database,
+    fresh_rabbitmq_vhost,
+    fresh_redis_db,
+    http_status,
+    install,
+)
 from variants import COVERING, variant_id
 
 
@@ -40,7 +51,9 @@ def project(
 
 
 def test_own_test_suite_passes(project: Project) -> None:
-    run = project.run(project.python, "-m", "pytest", "-q", "-p", "no:cacheprovider")
+    # tests/test_services.py needs servers: test_services_tests_pass_against_real_servers runs it.
+    command = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--ignore=tests/test_services.py"]
+    run = project.run(project.python, *command)
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
     assert " passed" in run.stdout
     assert "skipped" not in run.stdout
@@ -140,6 +153,30 @@ def test_flower_requires_the_generated_password(project: Project, tmp_path: Path
     finally:
         flower.terminate()
         flower.wait(timeout=30)
+
+
+def test_services_tests_pass_against_real_servers(project: Project, tmp_path: Path) -> None:
+    """tests/test_services.py, given fresh resources of the machine's servers as the generated CI
+    gives it service containers: every test runs, and passes."""
+    answers = project.answers
+    redis_db = 2 + COVERING.index(answers)  # one Redis database number per variant
+    with ExitStack() as resources:
+        env = {}
+        if answers["database"] != "sqlite":
+            env["TEST_DATABASE_URL"] = resources.enter_context(fresh_database(project, tmp_path))
+        if answers["broker"] == "redis":
+            env["TEST_BROKER_URL"] = resources.enter_context(fresh_redis_db(project, redis_db))
+        else:
+            env["TEST_BROKER_URL"] = resources.enter_context(fresh_rabbitmq_vhost())
+            if answers["result_backend"] == "redis":
+                results = resources.enter_context(fresh_redis_db(project, redis_db))
+                env["TEST_RESULT_BACKEND"] = results
+        command = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_services.py"]
+        run = project.run(project.python, *command, env=env)
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
+    # Only passes: no test skipped for want of a server, none deselected or xfailed.
+    summary = run.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"\d+ passed in [\d.]+s( \([\d:]+\))?", summary), run.stdout[-3000:]
 
 
 def requirement_versions(lines: list[str]) -> dict[str, str]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+import sys
 from typing import Any
 
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
@@ -88,3 +90,54 @@ COVERING: list[dict[str, Any]] = [
         "python_version": "3.11",
     },
 ]
+
+
+# --- CI ------------------------------------------------------------------------------------
+
+# The images of the servers a generated project talks to: docker-compose.yml's, and those of the
+# service containers in its CI workflow and in the template's own (.github/workflows/ci.yml).
+SERVICE_IMAGES: dict[str, str] = {
+    "postgresql": "postgres:18.6-trixie",
+    "mysql": "mariadb:11.8.6",
+    "redis": "redis:8.10.2-alpine",
+    "rabbitmq": "rabbitmq:4.2.5-alpine",
+}
+
+
+def boot_pairs() -> list[tuple[str, str]]:
+    """Every database with every broker: the pairs tests/test_boot.py boots, one CI job each."""
+    return list(itertools.product(AXES["database"], AXES["broker"]))
+
+
+def github_matrix() -> dict[str, list[dict[str, Any]]]:
+    """The template CI's boot matrix: one entry per database x broker pair.
+
+    ``pair`` selects the pair's boot tests (``pytest -m boot -k <pair>``); ``services`` are the
+    servers its job starts as service containers (keys of SERVICE_IMAGES). Redis is always
+    there: the boot variants with a RabbitMQ broker alternate between Redis and the database
+    for task results.
+    """
+    return {
+        "include": [
+            {
+                "pair": f"{database}-{broker}",
+                "database": database,
+                "broker": broker,
+                "services": sorted({database, broker, "redis"} - {"sqlite"}),
+            }
+            for database, broker in boot_pairs()
+        ]
+    }
+
+
+def main(argv: list[str]) -> int:
+    """``python tests/variants.py github-matrix``: ``matrix=<json>``, a line for $GITHUB_OUTPUT."""
+    if argv != ["github-matrix"]:
+        print("usage: python tests/variants.py github-matrix", file=sys.stderr)
+        return 2
+    print(f"matrix={json.dumps(github_matrix(), separators=(',', ':'))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
