@@ -22,11 +22,12 @@ REQUIREMENTS = "requirements-dev.txt"
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint the template's own Python and shell files."""
+    """Lint the template's own Python, shell and workflow files (generated ones: tests)."""
     session.install("-r", REQUIREMENTS)
-    session.run("ruff", "check", "tests", "noxfile.py")
-    session.run("ruff", "format", "--check", "tests", "noxfile.py")
+    session.run("ruff", "check", "tests", "noxfile.py", "benchmarks")
+    session.run("ruff", "format", "--check", "tests", "noxfile.py", "benchmarks")
     session.run("shellcheck", ".ci/run")
+    session.run("zizmor", "--offline", "--no-config", ".github/workflows")
 
 
 @nox.session
