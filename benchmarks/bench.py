@@ -30,6 +30,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import sysconfig
 import time
 import urllib.error
 import urllib.request
@@ -249,6 +250,10 @@ def time_copier(work: Path, runs: int) -> tuple[Path, list[float]]:
     copier = Path(sys.executable).parent / "copier"
     settings = work / "copier-settings.yml"  # the machine's Copier defaults must not leak in
     settings.write_text("defaults: {}\n")
+    # uv installs no bytecode and these machines set PYTHONDONTWRITEBYTECODE: without this,
+    # every run would compile Copier from source, which a user's `pip install copier` never does.
+    site_packages = sysconfig.get_paths()["purelib"]
+    run([sys.executable, "-m", "compileall", "-q", "-j", "0", site_packages], cwd=work, timeout=600)
     env = {**os.environ, "COPIER_SETTINGS_PATH": str(settings)}
     samples = []
     for index in range(runs):
