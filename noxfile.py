@@ -13,7 +13,7 @@ import nox
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "tests"))
-from variants import COVERING, variant_id  # noqa: E402
+from variants import COVERING, local_python, variant_id  # noqa: E402
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "tests"]
@@ -49,14 +49,11 @@ def generate(session: nox.Session, answers: dict, dest: Path) -> None:
 
 
 def interpreter(version: str) -> str:
-    """A local Python ``version`` (PATH, then pyenv): uv must not try to download one."""
-    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    candidates = [f"python{version}", *sorted(map(str, pyenv.glob(f"{version}.*/bin/python3")))]
-    for candidate in candidates:
-        path = shutil.which(candidate)
-        if path and subprocess.run([path, "-c", "pass"], capture_output=True).returncode == 0:
-            return path
-    raise SystemExit(f"no Python {version} on this machine")
+    """A local Python ``version``: uv must not try to download one."""
+    path = local_python(version)
+    if path is None:
+        raise SystemExit(f"no Python {version} on this machine")
+    return path
 
 
 def project_checks(session: nox.Session) -> None:

@@ -37,7 +37,6 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +49,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import find_python  # noqa: E402
 from projects import (  # noqa: E402
     Project,
+    Service,
     free_port,
     fresh_database,
     fresh_redis_db,
+    group_members,
     listening,
     wait_until,
 )
@@ -85,19 +86,6 @@ class BenchError(RuntimeError):
 
 
 # --- processes -------------------------------------------------------------------------------
-
-
-def group_members(pgid: int) -> list[int]:
-    """PIDs of the live (non-zombie) processes of process group ``pgid``."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(stat.parent.name))
-    return members
 
 
 def group_memory(pgid: int) -> dict[str, float]:
@@ -138,16 +126,6 @@ def stop_group(process: subprocess.Popen[bytes], grace: float) -> None:
         os.killpg(pgid, signal.SIGKILL)
     process.wait(timeout=10)
     wait_until(f"process group {pgid} to end", lambda: not group_members(pgid), 10)
-
-
-@dataclass
-class Service:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 class Services:

@@ -10,9 +10,11 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from variants import local_python
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -65,17 +67,22 @@ def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def find_python(version: str) -> str:
     """A working interpreter for ``version`` (PATH, then pyenv); skipped locally, failed in CI."""
-    candidates = [f"python{version}"]
-    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
-    candidates += sorted(map(str, pyenv.glob(f"{version}.*/bin/python{version}")), reverse=True)
-    for candidate in candidates:
-        path = shutil.which(candidate)
-        if path and subprocess.run([path, "-c", "pass"], capture_output=True).returncode == 0:
-            return path
+    path = local_python(version)
+    if path:
+        return path
     message = f"no Python {version} interpreter on this machine"
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)
+
+
+def dev_tool(name: str) -> str:
+    """The executable ``name`` that requirements-dev.txt installs (beside this Python first)."""
+    beside_python = Path(sys.executable).with_name(name)
+    found = str(beside_python) if beside_python.is_file() else shutil.which(name)
+    if not found:
+        pytest.fail(f"{name} is not installed: pip install -r requirements-dev.txt")
+    return found
 
 
 def require_service(name: str, port: int, host: str = "127.0.0.1") -> None:

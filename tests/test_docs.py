@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import REPO
+from variants import COVERING, variant_id
 
 DOCS = REPO / "docs"
 QUESTIONNAIRE = DOCS / "questionnaire.md"
@@ -28,28 +29,6 @@ OPERATIONS = DOCS / "operations.md"
 HEADING = re.compile(r"^(#{1,6})\s")
 BACKTICKED = re.compile(r"`([^`]+)`")
 ENV_LINE = re.compile(r"^(?:#\s*)?([A-Z][A-Z0-9_]*)=", re.MULTILINE)
-
-# Variants whose `.env.example` files hold, between them, every variable the template can write.
-ENV_VARIANTS: dict[str, dict[str, Any]] = {
-    "defaults": {},
-    "mysql-rabbitmq-redis-docker": {
-        "database": "mysql",
-        "broker": "rabbitmq",
-        "result_backend": "redis",
-        "use_celery_beat": True,
-        "use_flower": False,
-        "use_docker": True,
-    },
-    "sqlite-rabbitmq-database-nodocker": {
-        "database": "sqlite",
-        "broker": "rabbitmq",
-        "result_backend": "database",
-        "use_celery_beat": False,
-        "use_flower": True,
-        "use_docker": False,
-        "ci": "none",
-    },
-}
 
 
 def public_questions() -> dict[str, dict[str, Any]]:
@@ -158,7 +137,8 @@ def operations_variables() -> set[str]:
     return table_variables(text)
 
 
-@pytest.mark.parametrize("answers", ENV_VARIANTS.values(), ids=ENV_VARIANTS.keys())
+# Between them, the covering variants use every value of every question, so every variable.
+@pytest.mark.parametrize("answers", COVERING, ids=variant_id)
 def test_every_env_variable_is_documented(
     copie, template_dir: Path, operations_variables: set[str], answers: dict[str, Any]
 ) -> None:

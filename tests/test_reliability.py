@@ -20,8 +20,6 @@ import signal
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -37,6 +35,7 @@ from projects import (
     free_port,
     fresh_rabbitmq_vhost,
     install,
+    json_request,
     kill_groups,
     listening,
     wait_until,
@@ -262,17 +261,9 @@ class WebApp:
 
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any, float]:
         """(status, JSON body, seconds taken)."""
-        data = None if body is None else json.dumps(body).encode()
-        url = f"http://127.0.0.1:{self.env['PORT']}{path}"
-        request = urllib.request.Request(url, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
         started = time.monotonic()
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:
-                status, raw = response.status, response.read()
-        except urllib.error.HTTPError as error:
-            status, raw = error.code, error.read()
-        return status, json.loads(raw), time.monotonic() - started
+        status, answer = json_request(f"http://127.0.0.1:{self.env['PORT']}", method, path, body)
+        return status, answer, time.monotonic() - started
 
     def diagnostics(self) -> str:
         logs = sorted(self.logs.glob("*.log"))

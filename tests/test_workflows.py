@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from conftest import IN_CI, REPO
+from conftest import IN_CI, REPO, dev_tool
 from copier import run_copy
 from variants import AXES, SERVICE_IMAGES, full_product, github_matrix, variant_id
 
@@ -111,18 +111,10 @@ def run_actionlint(actionlint: Path, directory: Path, count: int) -> subprocess.
     return run
 
 
-def zizmor() -> str:
-    beside_python = Path(sys.executable).with_name("zizmor")
-    found = str(beside_python) if beside_python.is_file() else shutil.which("zizmor")
-    if not found:
-        pytest.fail("zizmor is not installed: pip install -r requirements-dev.txt")
-    return found
-
-
 def zizmor_findings(paths: list[Path]) -> tuple[int, list[str]]:
     """zizmor's exit code and findings (one line each) for ``paths``, audited offline."""
     # --no-config: no zizmor.yml may silence an audit; the default persona, every severity.
-    command = [zizmor(), "--offline", "--no-config", "--format", "json", *map(str, paths)]
+    command = [dev_tool("zizmor"), "--offline", "--no-config", "--format", "json", *map(str, paths)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     try:
         findings = json.loads(run.stdout)

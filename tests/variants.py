@@ -4,10 +4,30 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
+
+
+def local_python(version: str) -> str | None:
+    """A working interpreter for ``version`` on this machine (PATH, then pyenv), or None.
+
+    Generated projects are installed with it: uv must never download an interpreter.
+    """
+    candidates = [f"python{version}"]
+    pyenv = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
+    candidates += sorted(map(str, pyenv.glob(f"{version}.*/bin/python{version}")), reverse=True)
+    for candidate in candidates:
+        path = shutil.which(candidate)
+        if path and subprocess.run([path, "-c", "pass"], capture_output=True).returncode == 0:
+            return path
+    return None
+
 
 # The questions that change which files and services a project gets, with every value.
 AXES: dict[str, tuple[Any, ...]] = {
