@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from variants import local_python
@@ -70,10 +71,7 @@ def find_python(version: str) -> str:
     path = local_python(version)
     if path:
         return path
-    message = f"no Python {version} interpreter on this machine"
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
+    unavailable(f"no Python {version} interpreter on this machine")
 
 
 def dev_tool(name: str) -> str:
@@ -90,7 +88,11 @@ def require_service(name: str, port: int, host: str = "127.0.0.1") -> None:
     try:
         socket.create_connection((host, port), timeout=2).close()
     except OSError:
-        message = f"{name} is not reachable on {host}:{port}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{name} is not reachable on {host}:{port}")
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip the test (locally) or fail it (under CI=true): something it needs is missing."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)

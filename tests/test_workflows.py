@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from conftest import IN_CI, REPO, dev_tool
+from conftest import REPO, dev_tool, unavailable
 from copier import run_copy
 from variants import AXES, SERVICE_IMAGES, full_product, github_matrix, variant_id
 
@@ -51,13 +51,6 @@ READ_FROM_TEMPLATE = (
     "tests/test_services.py.jinja",
     "{% if use_docker %}docker-compose.yml{% endif %}.jinja",
 )
-
-
-def unavailable(message: str) -> None:
-    """Skip (locally) or fail (under CI=true), as conftest.require_service does."""
-    if IN_CI:
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def load_workflow(text: str) -> dict[str, Any]:
