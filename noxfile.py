@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,6 +15,7 @@ import nox
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT / "tests"))
+import dockerharness  # noqa: E402
 from variants import COVERING, local_python, variant_id  # noqa: E402
 
 nox.options.default_venv_backend = "uv|virtualenv"
@@ -157,3 +160,50 @@ def lock(session: nox.Session) -> None:
     target = ROOT / "template" / "constraints.txt"
     target.write_text(CONSTRAINTS_HEADER + compiled.read_text())
     session.log(f"wrote {target.relative_to(ROOT)}; now run the tests")
+
+
+@nox.session
+def stack(session: nox.Session) -> None:
+    """Start a generated project's development stack on Docker and leave it running.
+
+    ``-- --data database=mysql --data broker=rabbitmq`` renders that variant into a new folder,
+    ``-- --project PATH`` takes an existing project, ``-- --down`` removes the stack and stops
+    the Docker engine started for it (tests/dockerharness.py).
+    """
+    parser = argparse.ArgumentParser(prog="nox -s stack --")
+    parser.add_argument("--data", action="append", default=[], metavar="QUESTION=ANSWER")
+    parser.add_argument("--project", type=Path, help="an existing generated project")
+    parser.add_argument("--down", action="store_true", help="remove the stack left running")
+    args = parser.parse_args(session.posargs)
+    try:
+        if args.down:
+            dockerharness.stack_down()
+            return
+        if args.project:
+            project = args.project.resolve()
+        else:
+            session.install("-r", REQUIREMENTS)
+            answers = dict(item.split("=", 1) for item in args.data)
+            name = "-".join(f"{key}-{value}" for key, value in sorted(answers.items()))
+            project = ROOT / ".nox" / "stack" / (name or "defaults")
+            shutil.rmtree(project, ignore_errors=True)
+            data = [f"--data={item}" for item in args.data]
+            session.run(
+                "copier", "copy", "--defaults", "--quiet", "--vcs-ref=HEAD", *data, str(ROOT),
+                str(project),
+            )  # fmt: skip
+        running = dockerharness.stack_up(project)
+    except dockerharness.HarnessError as error:
+        session.error(str(error))
+    session.log(f"project: {project}")
+    for container in running.ps():
+        for publisher in container.get("Publishers") or []:
+            if publisher.get("PublishedPort"):
+                url = f"http://{publisher['URL']}:{publisher['PublishedPort']}"
+                session.log(f"{container['Service']}: {url}")
+    env = (project / ".env").read_text()
+    flower = re.search(r"^FLOWER_BASIC_AUTH=(.*):(.*)$", env, re.M)
+    if flower and "flower" in running.config()["services"]:
+        session.log(f"flower: user {flower[1]}, password {flower[2]}")
+    session.log(f"docker: DOCKER_HOST={running.engine.host} DOCKER_CONFIG={running.engine.config}")
+    session.log("remove it with: nox -s stack -- --down")

@@ -11,14 +11,18 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from dockerharness import Engine, HarnessError, engine
 from variants import local_python
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+# Figures worth reading in the test output (timings, image sizes), printed in the summary.
+REPORT: list[str] = []
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -96,3 +100,25 @@ def unavailable(message: str) -> NoReturn:
     if IN_CI:
         pytest.fail(message)
     pytest.skip(message)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if REPORT:
+        terminalreporter.section("figures")
+        for line in REPORT:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Engine]:
+    """A Docker engine with Compose v2 (tests/dockerharness.py); one started here stops at the
+    end, whatever the tests did."""
+    try:
+        found = engine(owner="pytest")
+    except HarnessError as error:
+        unavailable(str(error))
+    found.objects_at_start = found.objects()
+    try:
+        yield found
+    finally:
+        found.stop()

@@ -169,9 +169,11 @@ def healthcheck_ports(service: dict[str, Any]) -> set[int]:
     return {int(port) for port in re.findall(r"https?://(?:127\.0\.0\.1|localhost):(\d+)/", text)}
 
 
-def is_app_service(service: dict[str, Any]) -> bool:
-    """Built from the project's Dockerfile (web, migrate, the Celery services, flower)."""
-    return "build" in service
+def is_app_service(doc: dict[str, Any], service: dict[str, Any]) -> bool:
+    """Runs the image built from the project's Dockerfile (web, migrate, the Celery services,
+    flower)."""
+    built = {other["image"] for other in doc["services"].values() if "build" in other}
+    return "build" in service or service.get("image") in built
 
 
 def one_shot_services(doc: dict[str, Any]) -> set[str]:
@@ -268,7 +270,8 @@ def installed_files(stage: list[Instruction]) -> dict[str, Installed]:
             for command in shell_commands(instruction.args):
                 if ">" in command[:-1]:
                     arrow = command.index(">")
-                    files[command[arrow + 1]] = Installed(command[arrow - 1])
+                    if command[arrow + 1] != "/dev/null":
+                        files[command[arrow + 1]] = Installed(command[arrow - 1])
                 elif command[0] in {"cp", "install"} and not {"-d", "--directory"} & set(command):
                     mode = ""
                     if "-m" in command:
@@ -559,11 +562,53 @@ def test_long_running_services_have_a_healthcheck(
 @by_variant
 @pytest.mark.parametrize("name", COMPOSE_FILES)
 def test_app_services_run_under_an_init(render, answers: dict[str, Any], name: str) -> None:
-    services = render(answers).compose[name]["services"]
-    app_services = {key for key, service in services.items() if is_app_service(service)}
+    doc = render(answers).compose[name]
+    services = doc["services"]
+    app_services = {key for key, service in services.items() if is_app_service(doc, service)}
     assert {"web", "migrate", "celery_worker"} <= app_services
     for service_name in app_services:
         assert services[service_name].get("init") is True, f"{service_name}: init: true"
+
+
+@by_variant
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_one_service_builds_the_image_every_app_service_runs(
+    render, answers: dict[str, Any], name: str
+) -> None:
+    """Built once per `docker compose build`, not once per service (each build but the last
+    would leave a dangling image)."""
+    services = render(answers).compose[name]["services"]
+    assert [key for key, service in services.items() if "build" in service] == ["web"]
+    image = services["web"]["image"]
+    runs_it = {key for key, service in services.items() if service.get("image") == image}
+    expected = {"web", "migrate", "celery_worker"}
+    expected |= {"celery_beat"} if answers["use_celery_beat"] else set()
+    expected |= {"flower"} if answers["use_flower"] else set()
+    assert runs_it == expected
+
+
+HEREDOC = re.compile(r"<<-?\s*[\"']?[A-Za-z_]\w*")
+
+
+@by_variant
+def test_container_files_work_on_docker_engine_20_10(render, answers: dict[str, Any]) -> None:
+    """Debian 12's docker.io (Engine 20.10, API 1.41) refuses heredocs, `COPY --link` and a
+    `# syntax=` parser directive (it would pull the frontend) in a Dockerfile, and compose's
+    healthcheck.start_interval (Engine 25): current Docker takes the files without them too."""
+    project = render(answers)
+    dockerfile = project.read(DOCKERFILE)
+    assert not re.search(r"^#\s*syntax\s*=", dockerfile, re.MULTILINE | re.IGNORECASE)
+    assert not HEREDOC.search(dockerfile)
+    assert "--link" not in dockerfile
+    for name in COMPOSE_FILES:
+        for service_name, service in project.compose[name]["services"].items():
+            assert "start_interval" not in service.get("healthcheck", {}), service_name
+
+
+def test_engine_20_10_check_sees_a_heredoc() -> None:
+    assert HEREDOC.search("RUN <<EOF\necho hi\nEOF")
+    assert HEREDOC.search("COPY <<-'EOT' /etc/x")
+    assert not HEREDOC.search("RUN echo 1 << 2")
 
 
 def celery_limits(project: Project) -> dict[str, float]:
@@ -651,10 +696,11 @@ def test_ports_match_the_scripts_and_healthchecks(
 @pytest.mark.parametrize("name", COMPOSE_FILES)
 def test_secrets_come_from_the_env_file(render, answers: dict[str, Any], name: str) -> None:
     project = render(answers)
-    for service_name, service in project.compose[name]["services"].items():
+    doc = project.compose[name]
+    for service_name, service in doc["services"].items():
         environment = service.get("environment", {})
         assert isinstance(environment, dict)
-        if is_app_service(service):
+        if is_app_service(doc, service):
             assert service.get("env_file") == ".env", f"{service_name}: env_file: .env"
             assert not {"SECRET_KEY", "FLOWER_BASIC_AUTH"} & set(environment)
         for key, value in environment.items():
@@ -684,10 +730,14 @@ def test_services_run_scripts_the_image_installs(render, answers: dict[str, Any]
         if instruction.keyword in {"ENTRYPOINT", "CMD"}
     ]
     for name in COMPOSE_FILES:
-        for service in project.compose[name]["services"].values():
-            if is_app_service(service):
-                assert service["build"]["dockerfile"] == DOCKERFILE
+        doc = project.compose[name]
+        assert doc["services"]["web"]["build"]["dockerfile"] == DOCKERFILE
+        for service in doc["services"].values():
+            if is_app_service(doc, service):
                 commands.append(service["command"])
+                check = service.get("healthcheck", {}).get("test", [])
+                if check[:1] == ["CMD"]:
+                    commands.append(check[1:])
     scripts_run = set()
     for command in commands:
         assert isinstance(command, list), f"use the exec form: {command}"
@@ -704,12 +754,13 @@ def test_services_run_scripts_the_image_installs(render, answers: dict[str, Any]
 
 @by_variant
 def test_dev_and_prod_define_the_same_services(render, answers: dict[str, Any]) -> None:
-    dev, prod = (render(answers).compose[name]["services"] for name in COMPOSE_FILES)
+    docs = render(answers).compose
+    dev, prod = (docs[name]["services"] for name in COMPOSE_FILES)
     assert set(dev) == set(prod)
     for name in dev:
         for key in ("command", "healthcheck", "depends_on", "stop_grace_period", "init"):
             assert dev[name].get(key) == prod[name].get(key), f"{name}: {key} differs"
-        if is_app_service(dev[name]):
+        if is_app_service(docs[DEV], dev[name]):
             for key in ("DATABASE_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND"):
                 assert dev[name]["environment"][key] == prod[name]["environment"][key], key
         else:
@@ -752,7 +803,7 @@ def test_prod_runs_the_production_config_under_gunicorn(render, answers: dict[st
     project = render(answers)
     services = project.compose[PROD]["services"]
     for service_name, service in services.items():
-        if is_app_service(service):
+        if is_app_service(project.compose[PROD], service):
             environment = service["environment"]
             assert environment.get("FLASK_CONFIG") == "production", service_name
             assert str(environment.get("FLASK_DEBUG")) == "0", service_name
@@ -771,8 +822,9 @@ def test_prod_runs_the_production_config_under_gunicorn(render, answers: dict[st
 @by_variant
 @pytest.mark.parametrize("name", COMPOSE_FILES)
 def test_images_are_pinned(render, answers: dict[str, Any], name: str) -> None:
-    for service_name, service in render(answers).compose[name]["services"].items():
-        if not is_app_service(service):
+    doc = render(answers).compose[name]
+    for service_name, service in doc["services"].items():
+        if not is_app_service(doc, service):
             image = service["image"]
             assert re.fullmatch(r"[\w./-]+:\d+(\.\d+)+[\w.-]*", image), f"{service_name}: {image}"
 
@@ -799,7 +851,7 @@ LOOP = re.compile(r"(?:^|[;&|]\s*)(while|until)\s+(.+?)(?:;\s*do\b|$)")
 NETCAT = re.compile(r"(?:^|[\s;|&(`])(nc|ncat|netcat|wait-for-it(?:\.sh)?|wait-for)(?=\s|$)")
 
 
-def script_problems(script: str) -> list[str]:
+def script_problems(script: str, starts_a_service: bool = True) -> list[str]:
     """What a start script does wrong: strict mode, exec, unbounded loops, netcat."""
     problems = []
     body = statements(script)
@@ -807,7 +859,7 @@ def script_problems(script: str) -> list[str]:
         problems.append("the first line is not #!/usr/bin/env bash")
     if not body or body[0] != STRICT_MODE:
         problems.append(f"the first command is not `{STRICT_MODE}`")
-    if not body or not body[-1].startswith("exec "):
+    if starts_a_service and (not body or not body[-1].startswith("exec ")):
         problems.append("the last command does not exec the service (signals would not reach it)")
     for line in body:
         for keyword, condition in LOOP.findall(line):
@@ -839,12 +891,13 @@ def test_script_checker_catches_bad_scripts() -> None:
 @by_variant
 def test_start_scripts_are_strict_exec_and_bounded(render, answers: dict[str, Any]) -> None:
     scripts = render(answers).scripts
-    expected = {"entrypoint", "start", "celery/worker/start"}
+    expected = {"entrypoint", "start", "celery/worker/start", "celery/healthcheck"}
     expected |= {"celery/beat/start"} if answers["use_celery_beat"] else set()
     expected |= {"celery/flower/start"} if answers["use_flower"] else set()
     assert set(scripts) == {f"{SCRIPTS_DIR}/{name}" for name in expected}
     for path, text in scripts.items():
-        assert script_problems(text) == [], path
+        starts_a_service = not path.endswith("/healthcheck")
+        assert script_problems(text, starts_a_service) == [], path
 
 
 VARIABLE_READ_IN_PYTHON = re.compile(

@@ -155,3 +155,15 @@ def test_every_env_variable_is_documented(
     documented = table_variables(settings)
     assert not sorted(variables - documented), "missing from the README's settings table"
     assert not sorted(documented - variables), "the README's settings table lists extra names"
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    """The README's set-up: two commands, the second the one `.ci/run` ends with."""
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"## Set-up on a fresh machine\n.*?```bash\n(.*?)```", readme, re.S)
+    assert block, "README.md has no set-up commands"
+    generate, test = block[1].strip().splitlines()
+    assert "copier copy --defaults --vcs-ref HEAD" in generate
+    script = (REPO / ".ci" / "run").read_text().replace("\\\n", " ")
+    last = [line for line in script.splitlines() if line.strip() and not line.startswith("#")][-1]
+    assert " ".join(last.split()) == " ".join(test.split())

@@ -10,7 +10,7 @@ from pathlib import Path
 from variants import COVERING, variant_id
 
 ROOT = Path(__file__).resolve().parents[1]
-SESSIONS = {"lint", "tests", "render", "boot", "latest", "bench", "docs", "lock"}
+SESSIONS = {"lint", "tests", "render", "boot", "latest", "bench", "docs", "lock", "stack"}
 PARAMETRIZED = {"render", "latest"}
 
 

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -281,6 +282,55 @@ def test_each_pair_boots_one_variant_with_the_services_it_needs() -> None:
     assert len(every) == len(entries)
 
 
+def compose_classes_selected_by(database: str, broker: str, expression: str) -> set[str]:
+    """The classes and functions of tests/test_compose.py that a compose job selects."""
+    command = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-n", "0"]
+    command += ["tests/test_compose.py", "-m", "compose", "-k", expression]
+    env = {**os.environ, "DATABASE": database, "BROKER": broker}
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, env=env, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return set(re.findall(r"^tests/test_compose\.py::(\w+)", run.stdout, re.M))
+
+
+def test_ci_runs_each_pairs_compose_stacks_in_a_job(ci: dict[str, Any]) -> None:
+    compose = ci["jobs"]["compose"]
+    assert compose["needs"] == "matrix"
+    assert compose["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.matrix) }}"
+    [step] = [step for step in compose["steps"] if "pytest" in step.get("run", "")]
+    assert step["env"]["TEMPLATE_STANDINS"] == "never"  # the real images, pulled
+    assert step["env"]["DATABASE"] == "${{ matrix.database }}"
+    assert step["env"]["BROKER"] == "${{ matrix.broker }}"
+    command = shlex.split(step["run"])
+    assert command[:7] == ["python", "-m", "pytest", "tests/test_compose.py", "-m", "compose", "-n"]
+    expression = (
+        command[command.index("-k") + 1].replace("$DATABASE", "{d}").replace("$BROKER", "{b}")
+    )
+    entries = github_matrix()["include"]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        selections = list(
+            pool.map(
+                lambda entry: compose_classes_selected_by(
+                    entry["database"],
+                    entry["broker"],
+                    expression.format(d=entry["database"], b=entry["broker"]),
+                ),
+                entries,
+            )
+        )
+    every = set()
+    for entry, selected in zip(entries, selections, strict=True):
+        stacks = {name for name in selected if name.startswith("Test") and name != "TestAppImage"}
+        pair = (entry["database"] + entry["broker"]).lower()
+        assert {
+            name.lower().removeprefix("test").removeprefix("production") for name in stacks
+        } == {pair}, selected
+        assert {"TestAppImage", "test_harness_leaves_nothing_behind"} <= selected
+        every |= stacks
+    # Together the jobs run every stack the suite defines.
+    everything = compose_classes_selected_by("", "", "not TestAppImage")
+    assert every == {name for name in everything if name.startswith("Test")}
+
+
 def test_ci_tests_job_runs_the_suite_against_every_server(ci: dict[str, Any]) -> None:
     tests = ci["jobs"]["tests"]
     images = {}
@@ -292,7 +342,7 @@ def test_ci_tests_job_runs_the_suite_against_every_server(ci: dict[str, Any]) ->
     [checkout] = [step for step in tests["steps"] if step.get("uses", "").startswith("actions/ch")]
     assert checkout["with"]["fetch-depth"] == 0  # test_update.py archives an older commit
     runs = [step["run"] for step in tests["steps"] if "run" in step]
-    assert 'python -m pytest -m "not boot and not reliability"' in runs
+    assert 'python -m pytest -m "not boot and not reliability and not compose"' in runs
 
 
 def test_gate_fails_unless_every_other_job_succeeded(ci: dict[str, Any]) -> None:
@@ -398,12 +448,14 @@ def test_generated_run_steps_pass_shellcheck(distinct: Path, tmp_path: Path) -> 
 
 @generated_group
 def test_generated_workflow_depends_only_on_what_it_tests(generated: list[Generated]) -> None:
-    """Its text is a function of the Python version and the servers: no other answer."""
+    """Its text is a function of the Python version, the servers and use_docker: no other
+    answer."""
     by_text: dict[str, set[tuple[Any, ...]]] = {}
     for project in generated:
         answers = project.answers
         redis_results = answers["result_backend"] == "redis" and answers["broker"] == "rabbitmq"
         key = (answers["python_version"], answers["database"], answers["broker"], redis_results)
+        key += (answers["use_docker"],)
         by_text.setdefault(project.workflow, set()).add(key)
     assert all(len(keys) == 1 for keys in by_text.values()), by_text
 
@@ -503,7 +555,7 @@ def test_generated_workflow_lints_and_tests(generated: list[Generated]) -> None:
         name = variant_id(project.answers)
         workflow = load_workflow(project.workflow)
         assert set(workflow["on"]) == {"push", "pull_request"}, name
-        [job] = workflow["jobs"].values()
+        job = workflow["jobs"]["test"]
         steps = job["steps"]
         [python] = [step for step in steps if step.get("uses", "").startswith("actions/setup-p")]
         assert python["with"]["python-version"] == project.answers["python_version"], name
@@ -530,3 +582,23 @@ def test_service_images_are_those_of_docker_compose(generated: list[Generated]) 
                 assert services[name]["image"] == SERVICE_IMAGES[server], variant_id(answers)
                 compared.add(server)
     assert compared == set(SERVICE_IMAGES)
+
+
+@generated_group
+def test_generated_workflow_brings_the_compose_stack_up(generated: list[Generated]) -> None:
+    """With Docker, a job builds the image, starts the stack with --wait, asks /ready through
+    the published port and removes the stack whatever happened (tests/test_compose.py runs the
+    job's steps on a Docker engine)."""
+    for project in generated:
+        jobs = load_workflow(project.workflow)["jobs"]
+        name = variant_id(project.answers)
+        assert set(jobs) == ({"test", "docker"} if project.answers["use_docker"] else {"test"})
+        if not project.answers["use_docker"]:
+            continue
+        runs = [step.get("run", "") for step in jobs["docker"]["steps"]]
+        assert "docker compose up --build --detach --wait --wait-timeout 300" in runs, name
+        [port] = yaml.safe_load(project.compose)["services"]["web"]["ports"]
+        host, published, _ = port.split(":")
+        assert f"curl --fail --silent --show-error http://{host}:{published}/ready" in runs
+        [down] = [step for step in jobs["docker"]["steps"] if "down" in step.get("run", "")]
+        assert (down["if"], down["run"]) == ("always()", "docker compose down --volumes")
