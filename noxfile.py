@@ -185,7 +185,7 @@ def stack(session: nox.Session) -> None:
             session.install("-r", REQUIREMENTS)
             answers = dict(item.split("=", 1) for item in args.data)
             name = "-".join(f"{key}-{value}" for key, value in sorted(answers.items()))
-            project = ROOT / ".nox" / "stack" / (name or "defaults")
+            project = ROOT / ".nox" / "stack-projects" / (name or "defaults")
             shutil.rmtree(project, ignore_errors=True)
             data = [f"--data={item}" for item in args.data]
             session.run(

@@ -192,8 +192,13 @@ class Engine:
         )
 
     def stop(self) -> None:
-        """Stop the engine if this process's owner started it; put the host back as it was."""
+        """Stop the engine if this process's owner started it; put the host back as it was.
+
+        The images that newer builds untagged go first, so the cache does not grow with every
+        run (the build cache stays: the next build of a variant reuses its layers).
+        """
         if self.owner is not None:
+            self.docker("image", "prune", "--force", check=False)
             stop_private_engine()
 
 
@@ -524,9 +529,8 @@ def ensure_images(engine: Engine, references: Iterable[str]) -> dict[str, str]:
     how: dict[str, str] = {}
     for reference in sorted(set(references)):
         label = image_label(engine, reference)
-        recipe = recipe_for(reference) if label != "" else None
-        if label == "" or (label and recipe and label == f"{recipe.digest}-{base_digest()}"):
-            how[reference] = "found"
+        if label == "" or (label and label == standin_label(recipe_for(reference))):
+            how[reference] = "found"  # a real image, or a stand-in of the current recipe
             continue
         if policy != "always":
             pulled = engine.docker("pull", "--quiet", reference, check=False, timeout=1200)
@@ -535,11 +539,17 @@ def ensure_images(engine: Engine, references: Iterable[str]) -> dict[str, str]:
                 continue
             if policy == "never":
                 raise HarnessError(f"cannot pull {reference}:\n{pulled.stderr.strip()}")
+        recipe = recipe_for(reference)
         if recipe is None:
             raise HarnessError(f"{reference} cannot be pulled and has no stand-in recipe")
         build_standin(engine, reference, recipe)
         how[reference] = "stand-in"
     return how
+
+
+def standin_label(recipe: Recipe | None) -> str | None:
+    """What a stand-in built from ``recipe`` now is labelled with: its recipe and base."""
+    return f"{recipe.digest}-{base_digest()}" if recipe else None
 
 
 def build_standin(engine: Engine, reference: str, recipe: Recipe) -> None:
@@ -549,7 +559,7 @@ def build_standin(engine: Engine, reference: str, recipe: Recipe) -> None:
     with recipe.context() as context:
         engine.docker(
             "build", "--quiet", "--build-arg", f"BASE={BASE_IMAGE}",
-            "--label", f"{STANDIN_LABEL}={recipe.digest}-{base_digest()}",
+            "--label", f"{STANDIN_LABEL}={standin_label(recipe)}",
             "--tag", reference, "-",
             stdin=context, timeout=1800, extra_env={"DOCKER_BUILDKIT": "0"},
         )  # fmt: skip
@@ -725,7 +735,8 @@ def stack_up(project: Path) -> Stack:
         raise HarnessError(f"a stack is up already, from {running}: nox -s stack -- --down first")
     stack = Stack(engine(owner="nox"), project)
     RUN_DIR.mkdir(parents=True, exist_ok=True)
-    STACK_STATE.write_text(json.dumps({"project": str(project), "host": stack.engine.host}))
+    state = {"project": str(project), "name": stack.name, "host": stack.engine.host}
+    STACK_STATE.write_text(json.dumps(state))
     try:
         stack.up()
     except HarnessError:
@@ -739,9 +750,13 @@ def stack_down() -> None:
     was started for it."""
     if STACK_STATE.exists():
         state = json.loads(STACK_STATE.read_text())
-        Stack(Engine(state["host"], compose_plugin_dir()), Path(state["project"])).down()
+        # By the compose project's name: the project's folder may be gone.
+        Engine(state["host"], compose_plugin_dir()).docker(
+            "compose", "--project-name", state["name"], "down", "--volumes", "--remove-orphans",
+            "--timeout", "20", timeout=300,
+        )  # fmt: skip
         STACK_STATE.unlink()
-        log(f"removed the stack of {state['project']}")
+        log(f"removed the stack {state['name']} of {state['project']}")
     else:
         log("no stack to remove")
     if ENGINE_STATE.exists() and json.loads(ENGINE_STATE.read_text())["owner"] == "nox":

@@ -232,7 +232,13 @@ class Development(StackTests):
             "state": "SUCCESS",
             "result": 0.5,
         }
-        assert re.search(rf"divide\[{task_id}\] succeeded", stack.logs("celery_worker"))
+        # The worker logs the success just after storing the result.
+        wait_until(
+            "the worker container's log of the task",
+            lambda: re.search(rf"divide\[{task_id}\] succeeded", stack.logs("celery_worker")),
+            30,
+            stack,
+        )
 
         task_id = json_request(WEB, "POST", "/tasks/divide", {"x": 1, "y": 0})[1]["task_id"]
         assert poll_task(stack, WEB, task_id) == {
@@ -344,7 +350,9 @@ class Production(StackTests):
         assert published(stack) == {("127.0.0.1", 8000)}
 
     def test_serves_users_and_tasks_with_gunicorn(self, stack: Stack) -> None:
-        assert "gunicorn" in stack.compose("top", "web").stdout
+        web = containers(stack)["web"]["Name"]
+        processes = stack.engine.docker("top", web, "-o", "pid,args").stdout
+        assert "/opt/venv/bin/gunicorn --bind 0.0.0.0:5000" in processes, processes
         assert json_request(PRODUCTION_WEB, "GET", "/ready")[0] == 200
         user = {"username": "prod", "email": "prod@example.com"}
         status, created = json_request(PRODUCTION_WEB, "POST", "/users", user)
