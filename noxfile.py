@@ -124,20 +124,23 @@ def bench(session: nox.Session) -> None:
 
 
 CONSTRAINTS_HEADER = """\
-# The exact versions generated projects install (`pip install -c constraints.txt -e ".[dev]"`),
-# for every variant and Python 3.11+: the versions the template's tests ran with.
-# Refresh with `nox -s lock` in the template repository (the newest versions that satisfy the
-# ranges in pyproject.toml), then run the tests. Generated projects refresh theirs with
-# `uv pip compile pyproject.toml --all-extras --universal -o constraints.txt`.
+# The exact versions this project installs (`pip install -c constraints.txt -e ".[dev]"`), the
+# versions the template's tests ran with, for Python 3.11+ on any platform. To move to newer
+# versions within the ranges of pyproject.toml, then run the tests:
+#   uv pip compile pyproject.toml --all-extras --universal --upgrade -o constraints.txt
 """
 
 
 @nox.session
 def lock(session: nox.Session) -> None:
-    """Refresh template/constraints.txt: pin the newest versions every variant can install."""
+    """Refresh template/constraints.txt: pin the newest versions every variant can install.
+
+    ``-- --keep`` keeps today's pins where the ranges still allow them (to refresh the notes).
+    """
     session.install("-r", REQUIREMENTS)
     work = Path(session.create_tmp())
-    requirements: set[str] = set()
+    dependencies: set[str] = set()
+    extras: dict[str, set[str]] = {}
     # Between them, these two variants use every dependency the template can generate.
     for database in ("postgresql", "mysql"):
         dest = work / database
@@ -147,17 +150,26 @@ def lock(session: nox.Session) -> None:
             f"--data=database={database}", "--data=use_flower=true", str(ROOT), str(dest),
         )  # fmt: skip
         project = tomllib.loads((dest / "pyproject.toml").read_text())["project"]
-        requirements.update(project["dependencies"])
-        for extra in project.get("optional-dependencies", {}).values():
-            requirements.update(extra)
-    source = work / "requirements.in"
-    source.write_text("\n".join(sorted(requirements)) + "\n")
-    compiled = work / "constraints.txt"
-    session.run(
-        "uv", "pip", "compile", "--quiet", "--universal", "--python-version", "3.11",
-        "--no-header", "--upgrade", str(source), "-o", str(compiled),
-    )  # fmt: skip
+        dependencies.update(project["dependencies"])
+        for extra, requirements in project.get("optional-dependencies", {}).items():
+            extras.setdefault(extra, set()).update(requirements)
+    # The union as one project's pyproject.toml: the notes say what a project's own would.
+    union = work / "union"
+    union.mkdir(exist_ok=True)
+    (union / "pyproject.toml").write_text(
+        '[project]\nname = "flask-celery-app"\nversion = "0"\nrequires-python = ">=3.11"\n'
+        f"dependencies = {sorted(dependencies)!r}\n\n[project.optional-dependencies]\n"
+        + "".join(f"{extra} = {sorted(requirements)!r}\n" for extra, requirements in extras.items())
+    )
     target = ROOT / "template" / "constraints.txt"
+    compiled = union / "constraints.txt"
+    shutil.copyfile(target, compiled)  # the current pins, kept with --keep
+    upgrade = [] if "--keep" in session.posargs else ["--upgrade"]
+    with session.chdir(union):
+        session.run(
+            "uv", "pip", "compile", "--quiet", "--universal", "--python-version", "3.11",
+            "--all-extras", "--no-header", *upgrade, "pyproject.toml", "-o", "constraints.txt",
+        )  # fmt: skip
     target.write_text(CONSTRAINTS_HEADER + compiled.read_text())
     session.log(f"wrote {target.relative_to(ROOT)}; now run the tests")
 

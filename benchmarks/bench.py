@@ -58,7 +58,7 @@ from projects import (  # noqa: E402
     wait_until,
 )
 
-SCRIPTS = "compose/local/flask"
+SCRIPTS = "compose/production/flask"
 # What the app needs to import whatever it does: the floor of its cold start.
 LIBRARIES = "import dotenv, flask, flask_sqlalchemy, sqlalchemy.orm, celery, psycopg"
 SERVERS = ("app", "flask_run", "hello")  # the generated app, the baseline, the ceiling
@@ -700,8 +700,7 @@ def bench(options: argparse.Namespace) -> dict[str, Any]:
                 "FLOWER_HOST": "127.0.0.1",
                 "FLOWER_PORT": str(free_port()),
                 "FLOWER_BASIC_AUTH": generated["FLOWER_BASIC_AUTH"],
-                "FLOWER_WORKER_WAIT": "30",
-            }
+                }
         )
         services = Services(project, env, logs)
         resources.callback(services.stop_all)  # runs first: nothing holds the database then

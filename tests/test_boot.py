@@ -1,11 +1,12 @@
 """Every database x broker pair boots from its own start scripts, natively.
 
-There is no Docker engine here, so the generated project is installed into a virtualenv and the
-very scripts its containers run (compose/local/flask/...) are started as host processes against
-the machine's PostgreSQL, MariaDB, Redis and RabbitMQ, each variant with a fresh database and a
-fresh Redis database number or RabbitMQ vhost: migrations, the web app under gunicorn in
-production mode, a worker, beat and Flower. Then it is driven over HTTP like a user would, and
-every process must stop on SIGTERM within its grace period. Select these with ``-m boot``.
+The generated project is installed into a virtualenv (as someone running it without Docker
+would) and the very scripts its production containers run (compose/production/flask/...) are
+started as host processes against the machine's PostgreSQL, MariaDB, Redis and RabbitMQ, each
+variant with a fresh database and a fresh Redis database number or RabbitMQ vhost: migrations,
+the web app under gunicorn in production mode, a worker, beat and Flower. Then it is driven over
+HTTP like a user would, and every process must stop on SIGTERM within its grace period. Select
+these with ``-m boot``; tests/test_compose.py runs the same stacks in containers.
 """
 
 from __future__ import annotations
@@ -37,34 +38,11 @@ from projects import (
     json_request,
     listening,
 )
-from variants import variant_id
+from variants import STACKS, variant_id
 
 pytestmark = pytest.mark.boot
 
-SCRIPTS = "compose/local/flask"
-# Every database with every broker; the result backends alternate so both are booted with
-# every database and every broker.
-PAIRS = [
-    ("sqlite", "redis", "redis"),
-    ("sqlite", "rabbitmq", "database"),
-    ("postgresql", "redis", "database"),
-    ("postgresql", "rabbitmq", "redis"),
-    ("mysql", "redis", "redis"),
-    ("mysql", "rabbitmq", "database"),
-]
-BOOT_VARIANTS = [
-    {
-        "database": database,
-        "broker": broker,
-        "result_backend": result_backend,
-        "use_celery_beat": True,
-        "use_flower": True,
-        "use_docker": True,
-        "ci": "none",
-        "python_version": ("3.11", "3.12", "3.13")[index % 3],
-    }
-    for index, (database, broker, result_backend) in enumerate(PAIRS)
-]
+SCRIPTS = "compose/production/flask"
 # Seconds each service may take to stop after SIGTERM. The services are idle here; a busy
 # worker finishes its running tasks first, which compose's stop_grace_period allows for.
 GRACE = {"web": 30, "worker": 60, "beat": 15, "flower": 15}
@@ -135,7 +113,7 @@ def group_alive(pgid: int, timeout: float) -> bool:
     scope="module",
     params=[
         pytest.param(answers, marks=pytest.mark.xdist_group(f"boot-{variant_id(answers)}"))
-        for answers in BOOT_VARIANTS
+        for answers in STACKS
     ],
     ids=variant_id,
 )
@@ -145,7 +123,7 @@ def stack(
     answers = request.param
     tmp = tmp_path_factory.mktemp("boot")
     project = install(template_dir, answers, tmp / "project")
-    redis_db = 8 + BOOT_VARIANTS.index(answers)  # one Redis database number per variant
+    redis_db = 8 + STACKS.index(answers)  # one Redis database number per variant
     with ExitStack() as resources:
         database_url = resources.enter_context(fresh_database(project, tmp))
         if answers["broker"] == "redis":
@@ -177,7 +155,6 @@ def stack(
             "FLOWER_HOST": "127.0.0.1",
             "FLOWER_PORT": str(free_port()),
             "FLOWER_BASIC_AUTH": generated["FLOWER_BASIC_AUTH"],
-            "FLOWER_WORKER_WAIT": "30",
         }
         (tmp / "logs").mkdir()
         stack = Stack(project, env, tmp / "logs")

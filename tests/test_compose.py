@@ -37,6 +37,7 @@ from dockerharness import (
     process_alive,
 )
 from projects import basic_auth, http_status, json_request, listening
+from variants import stack_answers
 
 # One xdist worker runs them all, in order, should they be collected with the parallel tests.
 pytestmark = [pytest.mark.compose, pytest.mark.xdist_group("compose")]
@@ -66,19 +67,6 @@ def slow(seconds):
     time.sleep(seconds)
     return seconds
 '''
-
-
-def pair(database: str, broker: str, result_backend: str, python: str) -> dict[str, Any]:
-    return {
-        "database": database,
-        "broker": broker,
-        "result_backend": result_backend,
-        "use_celery_beat": True,
-        "use_flower": True,
-        "use_docker": True,
-        "ci": "none",
-        "python_version": python,
-    }
 
 
 def wait_until(what: str, check: Callable[[], bool], timeout: float, stack: Stack) -> None:
@@ -397,33 +385,33 @@ def page(url: str) -> bool:
 
 
 # --- The stacks, in the order they run ---------------------------------------------------------
-# Each database with each broker; the result backends alternate so that both meet every
-# database and broker, and the Python versions rotate. pytest runs the tests a class inherits
-# from its last base to its first: Development, Operations, CleanLogs, then Restart.
+# Each database with each broker, as tests/variants.py's STACKS answers them. pytest runs the
+# tests a class inherits from its last base to its first: Development, Operations, CleanLogs,
+# then Restart.
 
 
 class TestSqliteRedis(CleanLogs, Development):
-    answers = pair("sqlite", "redis", "database", "3.11")
+    answers = stack_answers("sqlite", "redis")
 
 
 class TestSqliteRabbitmq(CleanLogs, Development):
-    answers = pair("sqlite", "rabbitmq", "redis", "3.12")
+    answers = stack_answers("sqlite", "rabbitmq")
 
 
 class TestPostgresqlRedis(Restart, CleanLogs, Operations, Development):
-    answers = pair("postgresql", "redis", "redis", "3.13")  # the default answers
+    answers = stack_answers("postgresql", "redis")  # the default answers
 
 
 class TestPostgresqlRabbitmq(CleanLogs, Development):
-    answers = pair("postgresql", "rabbitmq", "database", "3.11")
+    answers = stack_answers("postgresql", "rabbitmq")
 
 
 class TestMysqlRedis(CleanLogs, Development):
-    answers = pair("mysql", "redis", "database", "3.12")
+    answers = stack_answers("mysql", "redis")
 
 
 class TestMysqlRabbitmq(Restart, CleanLogs, Operations, Development):
-    answers = pair("mysql", "rabbitmq", "redis", "3.13")
+    answers = stack_answers("mysql", "rabbitmq")
 
 
 class TestProductionPostgresqlRedis(Production):

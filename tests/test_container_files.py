@@ -36,10 +36,13 @@ from conftest import dev_tool
 from variants import PYTHON_VERSIONS, full_product, variant_id
 
 DATA = Path(__file__).resolve().parent / "data"
-SCRIPTS_DIR = "compose/local/flask"
-DOCKERFILE = f"{SCRIPTS_DIR}/Dockerfile"
+# The start scripts of production, which development shares but for its web server's.
+SCRIPTS_DIR = "compose/production/flask"
+DEV_START = "compose/local/flask/start"
 COMPOSE_FILES = ("docker-compose.yml", "docker-compose.prod.yml")
 DEV, PROD = COMPOSE_FILES
+# The Dockerfile of each compose file.
+DOCKERFILES = {DEV: "compose/local/flask/Dockerfile", PROD: f"{SCRIPTS_DIR}/Dockerfile"}
 STRICT_MODE = "set -o errexit -o nounset -o pipefail"
 SECRET_NAMES = r"PASSWORD|SECRET|AUTH"
 # Variables bash sets by itself: a script reading them needs no entry in .env.example.
@@ -354,9 +357,9 @@ class Project:
     def env(self) -> dict[str, str]:
         return parse_env(self.read(".env"))
 
-    @functools.cached_property
-    def stages(self) -> list[list[Instruction]]:
-        return dockerfile_stages(self.read(DOCKERFILE))
+    @functools.cache  # noqa: B019 (a project lives as long as the module's tests)
+    def stages(self, dockerfile: str) -> list[list[Instruction]]:
+        return dockerfile_stages(self.read(dockerfile))
 
     @functools.cached_property
     def scripts(self) -> dict[str, str]:
@@ -368,7 +371,8 @@ class Project:
         return found
 
     def container_files(self) -> dict[str, str]:
-        names = [*COMPOSE_FILES, ".dockerignore", ".env.example", DOCKERFILE, *self.scripts]
+        names = [*COMPOSE_FILES, ".dockerignore", ".env.example", *DOCKERFILES.values()]
+        names += self.scripts
         return {name: self.read(name) for name in names}
 
 
@@ -423,14 +427,17 @@ def test_ci_answer_changes_no_container_file(
 
 
 @by_variant
-def test_hadolint_finds_nothing(render, answers: dict[str, Any], tmp_path: Path) -> None:
+@pytest.mark.parametrize("dockerfile", DOCKERFILES.values())
+def test_hadolint_finds_nothing(
+    render, answers: dict[str, Any], dockerfile: str, tmp_path: Path
+) -> None:
     project = render(answers)
     assert not list(project.path.glob(".hadolint.y*ml")), "a config file would relax the rules"
     # No configuration from the machine: an empty HOME and XDG_CONFIG_HOME, no HADOLINT_* vars.
     env = {key: value for key, value in os.environ.items() if not key.startswith("HADOLINT_")}
     env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path))
     run = subprocess.run(
-        [dev_tool("hadolint"), "--format", "json", "--failure-threshold", "style", DOCKERFILE],
+        [dev_tool("hadolint"), "--format", "json", "--failure-threshold", "style", dockerfile],
         cwd=project.path,
         env=env,
         capture_output=True,
@@ -439,7 +446,7 @@ def test_hadolint_finds_nothing(render, answers: dict[str, Any], tmp_path: Path)
     findings = json.loads(run.stdout or "null")
     assert findings == [], json.dumps(findings, indent=1) + run.stderr
     assert run.returncode == 0, run.stderr
-    lines = project.read(DOCKERFILE).splitlines()
+    lines = project.read(dockerfile).splitlines()
     for number, line in enumerate(lines):
         if "hadolint ignore=" in line:
             reason = lines[number - 1].strip() if number else ""
@@ -448,8 +455,11 @@ def test_hadolint_finds_nothing(render, answers: dict[str, Any], tmp_path: Path)
 
 
 @by_variant
-def test_final_stage_runs_as_an_unprivileged_user(render, answers: dict[str, Any]) -> None:
-    final = render(answers).stages[-1]
+@pytest.mark.parametrize("dockerfile", DOCKERFILES.values())
+def test_final_stage_runs_as_an_unprivileged_user(
+    render, answers: dict[str, Any], dockerfile: str
+) -> None:
+    final = render(answers).stages(dockerfile)[-1]
     defaults = {}
     for instruction in final:
         if instruction.keyword == "ARG" and "=" in instruction.args:
@@ -470,8 +480,11 @@ COMPILERS = re.compile(
 
 
 @by_variant
-def test_final_stage_is_slim_and_installs_no_compiler(render, answers: dict[str, Any]) -> None:
-    stages = render(answers).stages
+@pytest.mark.parametrize("dockerfile", DOCKERFILES.values())
+def test_final_stage_is_slim_and_installs_no_compiler(
+    render, answers: dict[str, Any], dockerfile: str
+) -> None:
+    stages = render(answers).stages(dockerfile)
     version = re.escape(answers["python_version"])
     for stage in stages:
         base = stage[0].args.split()[0]
@@ -596,11 +609,11 @@ def test_container_files_work_on_docker_engine_20_10(render, answers: dict[str, 
     `# syntax=` parser directive (it would pull the frontend) in a Dockerfile, and compose's
     healthcheck.start_interval (Engine 25): current Docker takes the files without them too."""
     project = render(answers)
-    dockerfile = project.read(DOCKERFILE)
-    assert not re.search(r"^#\s*syntax\s*=", dockerfile, re.MULTILINE | re.IGNORECASE)
-    assert not HEREDOC.search(dockerfile)
-    assert "--link" not in dockerfile
-    for name in COMPOSE_FILES:
+    for name, path in DOCKERFILES.items():
+        dockerfile = project.read(path)
+        assert not re.search(r"^#\s*syntax\s*=", dockerfile, re.MULTILINE | re.IGNORECASE)
+        assert not HEREDOC.search(dockerfile)
+        assert "--link" not in dockerfile
         for service_name, service in project.compose[name]["services"].items():
             assert "start_interval" not in service.get("healthcheck", {}), service_name
 
@@ -655,12 +668,12 @@ def test_ports_match_the_scripts_and_healthchecks(
     services = project.compose[name]["services"]
     exposed = {
         int(port)
-        for instruction in project.stages[-1]
+        for instruction in project.stages(DOCKERFILES[name])[-1]
         if instruction.keyword == "EXPOSE"
         for port in instruction.args.split()
     }
     script_defaults = {
-        "web": ("HOST", "PORT", f"{SCRIPTS_DIR}/start"),
+        "web": ("HOST", "PORT", DEV_START if name == DEV else f"{SCRIPTS_DIR}/start"),
         "flower": ("FLOWER_HOST", "FLOWER_PORT", f"{SCRIPTS_DIR}/celery/flower/start"),
     }
     for service_name, (host_var, port_var, script) in script_defaults.items():
@@ -717,37 +730,37 @@ def test_secrets_come_from_the_env_file(render, answers: dict[str, Any], name: s
 @by_variant
 def test_services_run_scripts_the_image_installs(render, answers: dict[str, Any]) -> None:
     project = render(answers)
-    final = project.stages[-1]
-    installed = installed_files(final)
-    assert installed, "the final stage installs no start script"
-    for path, file in installed.items():
-        source = project.path / file.source
-        assert source.is_file(), f"{path} is built from {file.source}, which is not rendered"
-        assert os.access(source, os.X_OK), f"{file.source} is not executable in the project"
-    commands = [
-        exec_form(instruction.args)
-        for instruction in final
-        if instruction.keyword in {"ENTRYPOINT", "CMD"}
-    ]
-    for name in COMPOSE_FILES:
+    scripts_run = set()
+    for name, dockerfile in DOCKERFILES.items():
+        final = project.stages(dockerfile)[-1]
+        installed = installed_files(final)
+        assert installed, "the final stage installs no start script"
+        for path, file in installed.items():
+            source = project.path / file.source
+            assert source.is_file(), f"{path} is built from {file.source}, which is not rendered"
+            assert os.access(source, os.X_OK), f"{file.source} is not executable in the project"
+        commands = [
+            exec_form(instruction.args)
+            for instruction in final
+            if instruction.keyword in {"ENTRYPOINT", "CMD"}
+        ]
         doc = project.compose[name]
-        assert doc["services"]["web"]["build"]["dockerfile"] == DOCKERFILE
+        assert doc["services"]["web"]["build"]["dockerfile"] == dockerfile
         for service in doc["services"].values():
             if is_app_service(doc, service):
                 commands.append(service["command"])
                 check = service.get("healthcheck", {}).get("test", [])
                 if check[:1] == ["CMD"]:
                     commands.append(check[1:])
-    scripts_run = set()
-    for command in commands:
-        assert isinstance(command, list), f"use the exec form: {command}"
-        program = command[0]
-        if program.startswith("/"):
-            assert program in installed, f"{program} is not installed by the Dockerfile"
-            assert installed[program].runnable, f"{program} is not executable by the app user"
-            scripts_run.add(installed[program].source)
-        if "--app" in command:
-            assert (project.path / command[command.index("--app") + 1]).is_file()
+        for command in commands:
+            assert isinstance(command, list), f"use the exec form: {command}"
+            program = command[0]
+            if program.startswith("/"):
+                assert program in installed, f"{program} is not installed by {dockerfile}"
+                assert installed[program].runnable, f"{program} is not executable by the app user"
+                scripts_run.add(installed[program].source)
+            if "--app" in command:
+                assert (project.path / command[command.index("--app") + 1]).is_file()
     # Every start script the template renders is used by some service, and only those.
     assert scripts_run == set(project.scripts)
 
@@ -894,7 +907,7 @@ def test_start_scripts_are_strict_exec_and_bounded(render, answers: dict[str, An
     expected = {"entrypoint", "start", "celery/worker/start", "celery/healthcheck"}
     expected |= {"celery/beat/start"} if answers["use_celery_beat"] else set()
     expected |= {"celery/flower/start"} if answers["use_flower"] else set()
-    assert set(scripts) == {f"{SCRIPTS_DIR}/{name}" for name in expected}
+    assert set(scripts) == {f"{SCRIPTS_DIR}/{name}" for name in expected} | {DEV_START}
     for path, text in scripts.items():
         starts_a_service = not path.endswith("/healthcheck")
         assert script_problems(text, starts_a_service) == [], path
@@ -967,8 +980,9 @@ def test_dockerignore_keeps_secrets_and_state_out_but_not_the_sources(
         assert dockerignored(rules, path), f"{path} would be sent to the Docker build"
     needed = [".env.example", "pyproject.toml", "app.py", "migrations/env.py"]
     needed += [f"{project.package}/__init__.py", f"{project.package}/config.py"]
-    needed += [file.source for file in installed_files(project.stages[-1]).values()]
-    for stage in project.stages:
+    stages = [stage for path in DOCKERFILES.values() for stage in project.stages(path)]
+    needed += [file.source for stage in stages for file in installed_files(stage).values()]
+    for stage in stages:
         for instruction in stage:
             if instruction.keyword == "COPY" and "--from" not in instruction.args:
                 tokens = [token for token in shlex.split(instruction.args) if token[:2] != "--"]

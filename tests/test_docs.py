@@ -4,9 +4,8 @@
   other warning fail it), and Mermaid code blocks become diagrams.
 - docs/questionnaire.md has a section for every public question of copier.yml (a heading naming
   it in backticks), and that section names each of the question's choices in backticks.
-- Every variable of a generated `.env.example` is in the environment variables table of
-  docs/operations.md, and the generated README's settings table lists exactly those of its
-  variant.
+- docs/operations.md's table of environment variables is made from environment.yml (as the
+  generated `.env.example` and README table are), with the answers that bring each variable.
 """
 
 from __future__ import annotations
@@ -19,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from conftest import REPO
-from variants import COVERING, variant_id
+from template_data import condition, environment, environment_table, questions
+from variants import full_product
 
 DOCS = REPO / "docs"
 QUESTIONNAIRE = DOCS / "questionnaire.md"
@@ -33,10 +32,9 @@ ENV_LINE = re.compile(r"^(?:#\s*)?([A-Z][A-Z0-9_]*)=", re.MULTILINE)
 
 def public_questions() -> dict[str, dict[str, Any]]:
     """The questions of copier.yml that Copier asks: not settings (`_...`), not `when: false`."""
-    questions = yaml.safe_load((REPO / "copier.yml").read_text())
     return {
         name: spec
-        for name, spec in questions.items()
+        for name, spec in questions().items()
         if not name.startswith("_") and str(spec.get("when", True)).lower() != "false"
     }
 
@@ -130,31 +128,25 @@ def test_the_questionnaire_check_sees_a_missing_question() -> None:
     assert "database=mysql" in undocumented_questions(page.replace("`mysql`", "MySQL"))
 
 
-@pytest.fixture(scope="module")
-def operations_variables() -> set[str]:
-    text = section(OPERATIONS.read_text(), re.compile(r"^## Environment variables"))
-    assert text is not None, "docs/operations.md has no '## Environment variables' section"
-    return table_variables(text)
+def test_operations_page_tables_every_variable_with_its_answers(tmp_path: Path) -> None:
+    """docs/operations.md's table is made from environment.yml when the site is built."""
+    page = (DOCS / "operations.md").read_text()
+    assert "<!-- the table of environment.yml -->" in page
+    lines = environment_table().splitlines()
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[5].strip() for line in lines[2:]}
+    assert rows["FLASK_CONFIG"] == "always"
+    assert rows["CELERY_VISIBILITY_TIMEOUT"] == "`broker`: `redis`"
+    assert rows["DATABASE_PASSWORD"] == "`database`: `mysql`, `postgresql`; `use_docker`"
+    every = {v["name"] for answers in full_product() for v in environment(answers)}
+    assert set(rows) == every
 
 
-# Between them, the covering variants use every value of every question, so every variable.
-@pytest.mark.parametrize("answers", COVERING, ids=variant_id)
-def test_every_env_variable_is_documented(
-    copie, template_dir: Path, operations_variables: set[str], answers: dict[str, Any]
-) -> None:
-    result = copie.copy(extra_answers=answers, template_dir=template_dir)
-    assert result.exit_code == 0, result.exception
-    variables = env_example_variables(result.project_dir)
-    assert variables, ".env.example lists no variable"
-
-    missing = sorted(variables - operations_variables)
-    assert not missing, f"not in the table of docs/operations.md: {', '.join(missing)}"
-
-    settings = section((result.project_dir / "README.md").read_text(), re.compile(r"^## Settings"))
-    assert settings is not None, "the generated README has no '## Settings' section"
-    documented = table_variables(settings)
-    assert not sorted(variables - documented), "missing from the README's settings table"
-    assert not sorted(documented - variables), "the README's settings table lists extra names"
+def test_presence_is_said_only_when_it_can_be_said_exactly() -> None:
+    every = full_product()
+    docker_or_redis = [a for a in every if a["use_docker"] or a["broker"] == "redis"]
+    with pytest.raises(ValueError, match="one set of values per question"):
+        condition(docker_or_redis, every)
+    assert condition([a for a in every if not a["use_flower"]], every) == "not `use_flower`"
 
 
 def test_readme_test_command_is_what_ci_runs() -> None:

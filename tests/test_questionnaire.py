@@ -20,9 +20,10 @@ import platformdirs
 import pytest
 import yaml
 from copier.errors import InvalidTypeError
+from template_data import questions
 
 REPO = Path(__file__).resolve().parent.parent
-COPIER_YML: dict[str, Any] = yaml.safe_load((REPO / "copier.yml").read_text())
+COPIER_YML: dict[str, Any] = questions()
 ANSWERS_FILE = ".copier-answers.yml"
 SLUG = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 

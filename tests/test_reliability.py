@@ -302,8 +302,8 @@ def test_broker_outage_is_a_quick_503_and_recovers_without_restart(
     with PrivateRedis(tmp_path) as broker, ExitStack() as stack:
         app = web_app(redis_project, tmp_path, f"sqlite:///{tmp_path / 'db.sqlite3'}", broker.url)
         stack.callback(app.stop)
-        app.start("web", "compose/local/flask/start")
-        app.start("worker", "compose/local/flask/celery/worker/start")
+        app.start("web", "compose/production/flask/start")
+        app.start("worker", "compose/production/flask/celery/worker/start")
         port = int(app.env["PORT"])
         wait_until("the web app", lambda: listening(port), 60, app.diagnostics)
         status, body, _ = app.request("POST", "/tasks/divide", {"x": 1, "y": 2})
@@ -400,7 +400,7 @@ def test_database_outage_is_a_503_and_recovers_without_restart(
         database.start()
         app = web_app(redis_project, tmp_path, database.url, broker.url)
         stack.callback(app.stop)
-        app.start("web", "compose/local/flask/start")
+        app.start("web", "compose/production/flask/start")
         wait_until("the web app", lambda: listening(int(app.env["PORT"])), 60, app.diagnostics)
         ada = {"username": "ada", "email": "ada@example.com"}
         assert app.request("POST", "/users", ada)[0] == 201
@@ -417,4 +417,5 @@ def test_database_outage_is_a_503_and_recovers_without_restart(
         )
         assert status == 201, body
         assert app.request("GET", "/ready")[0] == 200
-        assert [user["username"] for user in app.request("GET", "/users")[1]] == ["ada", "grace"]
+        users = app.request("GET", "/users")[1]["users"]
+        assert [user["username"] for user in users] == ["ada", "grace"]

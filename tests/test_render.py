@@ -35,15 +35,21 @@ def rendered_files(project: Path) -> dict[str, Path]:
 def expected_paths(answers: dict[str, Any], package: str) -> dict[str, bool]:
     """Paths whose presence depends on the answers: path -> whether it must exist."""
     docker = answers["use_docker"]
-    scripts = "compose/local/flask"
+    scripts = "compose/production/flask"
     return {
         "app.py": True,
         f"{package}/__init__.py": True,
         f"{package}/config.py": True,
         f"{package}/celery_utils.py": True,
+        f"{package}/errors.py": True,
+        f"{package}/validation.py": True,
+        f"{package}/main.py": True,
         f"{package}/users/models.py": True,
         f"{package}/users/tasks.py": True,
         f"{package}/users/views.py": True,
+        f"{package}/users/commands.py": True,
+        f"{package}/tasks/tasks.py": True,
+        f"{package}/tasks/views.py": True,
         "migrations/env.py": True,
         "migrations/versions/0001_create_users_table.py": True,
         "pyproject.toml": True,
@@ -56,6 +62,8 @@ def expected_paths(answers: dict[str, Any], package: str) -> dict[str, bool]:
         "docker-compose.yml": docker,
         "docker-compose.prod.yml": docker,
         ".dockerignore": docker,
+        "compose/local/flask/Dockerfile": docker,
+        "compose/local/flask/start": docker,
         f"{scripts}/Dockerfile": docker,
         f"{scripts}/entrypoint": docker,
         f"{scripts}/start": docker,

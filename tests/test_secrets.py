@@ -2,13 +2,13 @@
 
 Copier computes SECRET_KEY and the Flower password (`secret: true`, `when: false`) and renders
 them only into `.env`. They must be strong and fresh per render, never recorded in the answers
-file, absent from every file git would commit, and `.env` must be kept out of git and of the
-Docker build context.
+file, absent from every file git would commit, and `.env` must be kept out of git (out of the
+Docker build context: tests/test_container_files.py, and the production image itself:
+tests/test_compose.py).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import subprocess
 from collections.abc import Callable
@@ -41,7 +41,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "result_backend": "database",
     },
 }
-DOCKER_VARIANTS = [name for name, answers in VARIANTS.items() if answers["use_docker"]]
 
 
 def git(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -184,37 +183,6 @@ def test_env_is_ignored_by_the_projects_gitignore(
     check = git(project.path, "check-ignore", "--verbose", ".env", check=False)
     assert check.returncode == 0, ".env is not ignored by git"
     assert check.stdout.split(":", 1)[0] == ".gitignore", check.stdout  # source:line:pattern
-
-
-def dockerignore_excludes(patterns: list[str], path: str) -> bool:
-    """Whether `path` at the context root is excluded (last matching pattern wins; `!` re-includes).
-    A simplification of Docker's rules, enough for root-level files."""
-    excluded = False
-    for raw in patterns:
-        pattern = raw.strip()
-        if not pattern or pattern.startswith("#"):
-            continue
-        negated = pattern.startswith("!")
-        pattern = pattern.removeprefix("!").strip().removeprefix("/").removeprefix("**/")
-        if fnmatch.fnmatchcase(path, pattern):
-            excluded = not negated
-    return excluded
-
-
-def test_dockerignore_matcher() -> None:
-    assert dockerignore_excludes([".env"], ".env")
-    assert dockerignore_excludes(["**/.env*", "!.env.example"], ".env")
-    assert not dockerignore_excludes([".env", "!.env"], ".env")
-    assert not dockerignore_excludes(["# .env", ".envrc"], ".env")
-
-
-@pytest.mark.parametrize("variant", DOCKER_VARIANTS)
-def test_env_is_kept_out_of_the_docker_build_context(
-    generate: Callable[..., Project], variant: str
-) -> None:
-    dockerignore = generate(variant).path / ".dockerignore"
-    assert dockerignore.is_file(), "use_docker projects need a .dockerignore"
-    assert dockerignore_excludes(dockerignore.read_text().splitlines(), ".env")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

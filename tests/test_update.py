@@ -147,7 +147,7 @@ def test_migration_adds_secrets_that_old_projects_lack(template_repo: Path, tmp_
     git(project, "add", "-A")
     git(project, "commit", "-q", "-m", "Update to 0.2.0")
     run_update(project, data={"use_flower": True}, vcs_ref="v0.2.0", overwrite=True, **COMMON)
-    assert (project / "compose/local/flask/celery/flower/start").is_file()
+    assert (project / "compose/production/flask/celery/flower/start").is_file()
     assert env_file(project)["FLOWER_BASIC_AUTH"] == after["FLOWER_BASIC_AUTH"]
 
 

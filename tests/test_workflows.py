@@ -28,7 +28,8 @@ import pytest
 import yaml
 from conftest import REPO, dev_tool, unavailable
 from copier import run_copy
-from variants import AXES, SERVICE_IMAGES, full_product, github_matrix, variant_id
+from template_data import service_images
+from variants import AXES, full_product, github_matrix, servers, variant_id
 
 WORKFLOWS = REPO / ".github" / "workflows"
 ACTIONLINT_DIR = REPO / "tools" / "actionlint"
@@ -38,7 +39,7 @@ USES = re.compile(r"^[ \t-]*uses:[ \t]+(?P<action>[^@\s]+)@(?P<ref>\S+)(?P<comme
 PINNED = re.compile(r"[0-9a-f]{40}")
 VERSION_COMMENT = re.compile(r"[ \t]+# v\d+\.\d+\.\d+$")
 EXPRESSION = re.compile(r"\$\{\{.*?\}\}", re.S)
-# The service containers of a generated workflow (by the SERVICE_IMAGES key of their server).
+# The service containers of a generated workflow (by the service_images key of their server).
 GENERATED_SERVICES = {
     "postgresql": "postgres",
     "mysql": "mariadb",
@@ -203,15 +204,18 @@ def matrix_command_output() -> dict[str, Any]:
     """What ``python tests/variants.py github-matrix`` writes to $GITHUB_OUTPUT, parsed."""
     command = [sys.executable, "tests/variants.py", "github-matrix"]
     run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)
-    name, _, value = run.stdout.partition("=")
-    assert name == "matrix"
-    assert value.endswith("\n")
-    assert "\n" not in value.rstrip("\n"), "a $GITHUB_OUTPUT value must fit on one line"
-    return json.loads(value)
+    outputs = {}
+    for line in run.stdout.splitlines():  # one line each: a $GITHUB_OUTPUT value must fit
+        name, _, value = line.partition("=")
+        outputs[name] = json.loads(value)
+    assert set(outputs) == {"matrix", "images"}
+    return outputs
 
 
-def test_matrix_command_prints_every_database_broker_pair() -> None:
-    matrix = matrix_command_output()
+def test_matrix_command_prints_every_database_broker_pair_and_the_images() -> None:
+    outputs = matrix_command_output()
+    assert outputs["images"] == service_images()
+    matrix = outputs["matrix"]
     assert matrix == github_matrix()
     entries = matrix["include"]
     pairs = [(entry["database"], entry["broker"]) for entry in entries]
@@ -219,7 +223,7 @@ def test_matrix_command_prints_every_database_broker_pair() -> None:
     assert len(set(pairs)) == len(pairs) == 6
     for entry in entries:
         assert entry["pair"] == f"{entry['database']}-{entry['broker']}"
-        assert set(entry["services"]) <= set(SERVICE_IMAGES)
+        assert set(entry["services"]) <= set(service_images())
         assert entry["broker"] in entry["services"]
         assert (entry["database"] in entry["services"]) is (entry["database"] != "sqlite")
 
@@ -227,26 +231,30 @@ def test_matrix_command_prints_every_database_broker_pair() -> None:
 def test_ci_boots_one_job_per_pair_of_the_matrix_command(ci: dict[str, Any]) -> None:
     jobs = ci["jobs"]
     matrix_job = jobs["matrix"]
-    [step] = [step for step in matrix_job["steps"] if "run" in step]
+    [step] = [step for step in matrix_job["steps"] if "github-matrix" in step.get("run", "")]
     assert step["run"].strip() == 'python tests/variants.py github-matrix >> "$GITHUB_OUTPUT"'
-    assert matrix_job["outputs"]["matrix"] == f"${{{{ steps.{step['id']}.outputs.matrix }}}}"
+    for output in ("matrix", "images"):
+        assert matrix_job["outputs"][output] == f"${{{{ steps.{step['id']}.outputs.{output} }}}}"
 
     boot = jobs["boot"]
     assert boot["needs"] == "matrix"
     assert boot["strategy"]["matrix"] == "${{ fromJSON(needs.matrix.outputs.matrix) }}"
     assert boot["strategy"]["fail-fast"] is False
-    # One service container per server, started when the pair's entry lists it.
-    images = {}
+    # One service container per server, with copier.yml's image, started when the pair's entry
+    # lists it.
+    servers = set()
     for service in boot["services"].values():
         match = re.fullmatch(
-            r"\$\{\{ contains\(matrix\.services, '(\w+)'\) && '([^']+)' \|\| '' \}\}",
+            r"\$\{\{ contains\(matrix\.services, '(\w+)'\) && "
+            r"fromJSON\(needs\.matrix\.outputs\.images\)\.(\w+) \|\| '' \}\}",
             service["image"],
         )
         assert match, service["image"]
-        images[match[1]] = match[2]
+        assert match[1] == match[2], service["image"]
+        servers.add(match[1])
         assert service["ports"] == [f"{DEFAULT_PORTS[match[1]]}:{DEFAULT_PORTS[match[1]]}"]
         assert "--health-cmd" in service["options"]
-    assert images == SERVICE_IMAGES
+    assert servers == set(service_images())
     [run] = [step for step in boot["steps"] if "pytest" in step.get("run", "")]
     assert run["run"] == 'python -m pytest tests/test_boot.py -m boot -k "$PAIR"'
     assert run["env"] == {"PAIR": "${{ matrix.pair }}"}
@@ -333,12 +341,16 @@ def test_ci_runs_each_pairs_compose_stacks_in_a_job(ci: dict[str, Any]) -> None:
 
 def test_ci_tests_job_runs_the_suite_against_every_server(ci: dict[str, Any]) -> None:
     tests = ci["jobs"]["tests"]
-    images = {}
+    assert tests["needs"] == "matrix"
+    servers = set()
     for service in tests["services"].values():
-        [server] = [key for key, image in SERVICE_IMAGES.items() if image == service["image"]]
-        images[server] = service["image"]
-        assert service["ports"] == [f"{DEFAULT_PORTS[server]}:{DEFAULT_PORTS[server]}"]
-    assert images == SERVICE_IMAGES
+        match = re.fullmatch(
+            r"\$\{\{ fromJSON\(needs\.matrix\.outputs\.images\)\.(\w+) \}\}", service["image"]
+        )
+        assert match, service["image"]
+        servers.add(match[1])
+        assert service["ports"] == [f"{DEFAULT_PORTS[match[1]]}:{DEFAULT_PORTS[match[1]]}"]
+    assert servers == set(service_images())
     [checkout] = [step for step in tests["steps"] if step.get("uses", "").startswith("actions/ch")]
     assert checkout["with"]["fetch-depth"] == 0  # test_update.py archives an older commit
     runs = [step["run"] for step in tests["steps"] if "run" in step]
@@ -382,6 +394,7 @@ def template_subset(template_dir: Path, directory: Path) -> Path:
     subset = directory / "template-subset"
     (subset / "template").mkdir(parents=True)
     shutil.copy2(template_dir / "copier.yml", subset / "copier.yml")
+    shutil.copy2(template_dir / "environment.yml", subset / "environment.yml")
     for path in sorted((template_dir / "template").rglob("*")):
         relative = path.relative_to(template_dir / "template").as_posix()
         if path.is_file() and relative.startswith(READ_FROM_TEMPLATE):
@@ -485,14 +498,6 @@ def test_workflows_pin_every_action_to_a_commit(generated: list[Generated]) -> N
     assert all(len(refs) == 1 for refs in pins.values()), pins
 
 
-def expected_services(answers: dict[str, Any]) -> set[str]:
-    """The servers (SERVICE_IMAGES keys) a generated project's tests run against."""
-    servers = {answers["database"], answers["broker"]} - {"sqlite"}
-    if answers["result_backend"] == "redis":
-        servers.add("redis")
-    return servers
-
-
 def step_running_pytest(job: dict[str, Any]) -> dict[str, Any]:
     """The step of ``job`` that runs pytest."""
     [step] = [step for step in job["steps"] if re.search(r"\bpytest\b", step.get("run", ""))]
@@ -528,11 +533,11 @@ def test_generated_workflow_starts_the_services_of_its_variant(generated: list[G
         answers, name = project.answers, variant_id(project.answers)
         job = load_workflow(project.workflow)["jobs"]["test"]
         services = job.get("services", {})
-        expected = expected_services(answers)
+        expected = set(servers(answers))
         assert set(services) == {GENERATED_SERVICES[server] for server in expected}, name
         for server in expected:
             service = services[GENERATED_SERVICES[server]]
-            assert service["image"] == SERVICE_IMAGES[server], name
+            assert service["image"] == service_images()[server], name
             assert "--health-cmd" in service["options"], name
 
         env = step_running_pytest(job)["env"]
@@ -565,23 +570,6 @@ def test_generated_workflow_lints_and_tests(generated: list[Generated]) -> None:
         assert runs[lint].split("\n")[:2] == ["ruff check .", "ruff format --check ."], name
         assert install < lint < steps.index(step_running_pytest(job)), name
         assert step_running_pytest(job)["run"] == "pytest", name
-
-
-@generated_group
-def test_service_images_are_those_of_docker_compose(generated: list[Generated]) -> None:
-    """The template's CI, generated CI and docker-compose.yml run the same server versions."""
-    compared = set()
-    for project in generated:
-        if project.compose is None:
-            continue
-        services = yaml.safe_load(project.compose)["services"]
-        answers = project.answers
-        servers = {"db": answers["database"], "redis": "redis", "rabbitmq": "rabbitmq"}
-        for name, server in servers.items():
-            if name in services:
-                assert services[name]["image"] == SERVICE_IMAGES[server], variant_id(answers)
-                compared.add(server)
-    assert compared == set(SERVICE_IMAGES)
 
 
 @generated_group

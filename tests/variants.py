@@ -114,48 +114,76 @@ COVERING: list[dict[str, Any]] = [
 
 # --- CI ------------------------------------------------------------------------------------
 
-# The images of the servers a generated project talks to: docker-compose.yml's, and those of the
-# service containers in its CI workflow and in the template's own (.github/workflows/ci.yml).
-SERVICE_IMAGES: dict[str, str] = {
-    "postgresql": "postgres:18.6-trixie",
-    "mysql": "mariadb:11.8.6",
-    "redis": "redis:8.10.2-alpine",
-    "rabbitmq": "rabbitmq:4.2.5-alpine",
-}
+# Every database with every broker, as the boot and compose tests run them (one CI job each):
+# the result backends alternate so that each meets every database and every broker, and the
+# Python versions rotate. Beat and Flower are on, to be run too.
+STACKS: list[dict[str, Any]] = [
+    {
+        "database": database,
+        "broker": broker,
+        "result_backend": result_backend,
+        "use_celery_beat": True,
+        "use_flower": True,
+        "use_docker": True,
+        "ci": "none",
+        "python_version": PYTHON_VERSIONS[index % len(PYTHON_VERSIONS)],
+    }
+    for index, (database, broker, result_backend) in enumerate(
+        [
+            ("sqlite", "redis", "database"),
+            ("sqlite", "rabbitmq", "redis"),
+            ("postgresql", "redis", "redis"),
+            ("postgresql", "rabbitmq", "database"),
+            ("mysql", "redis", "database"),
+            ("mysql", "rabbitmq", "redis"),
+        ]
+    )
+]
 
 
-def boot_pairs() -> list[tuple[str, str]]:
-    """Every database with every broker: the pairs tests/test_boot.py boots, one CI job each."""
-    return list(itertools.product(AXES["database"], AXES["broker"]))
+def stack_answers(database: str, broker: str) -> dict[str, Any]:
+    """The answers of the stack of ``database`` and ``broker`` (STACKS)."""
+    [found] = [s for s in STACKS if (s["database"], s["broker"]) == (database, broker)]
+    return found
+
+
+def servers(answers: dict[str, Any]) -> list[str]:
+    """The servers a project of ``answers`` talks to (keys of copier.yml's service_images)."""
+    needed = {answers["database"], answers["broker"]} - {"sqlite"}
+    if answers["result_backend"] == "redis":
+        needed.add("redis")
+    return sorted(needed)
 
 
 def github_matrix() -> dict[str, list[dict[str, Any]]]:
-    """The template CI's boot matrix: one entry per database x broker pair.
+    """The template CI's matrix: one entry per stack of STACKS, a boot and a compose job each.
 
     ``pair`` selects the pair's boot tests (``pytest -m boot -k <pair>``); ``services`` are the
-    servers its job starts as service containers (keys of SERVICE_IMAGES). Redis is always
-    there: the boot variants with a RabbitMQ broker alternate between Redis and the database
-    for task results.
+    servers its boot job starts as service containers (keys of copier.yml's service_images).
     """
     return {
         "include": [
             {
-                "pair": f"{database}-{broker}",
-                "database": database,
-                "broker": broker,
-                "services": sorted({database, broker, "redis"} - {"sqlite"}),
+                "pair": f"{answers['database']}-{answers['broker']}",
+                "database": answers["database"],
+                "broker": answers["broker"],
+                "services": servers(answers),
             }
-            for database, broker in boot_pairs()
+            for answers in STACKS
         ]
     }
 
 
 def main(argv: list[str]) -> int:
-    """``python tests/variants.py github-matrix``: ``matrix=<json>``, a line for $GITHUB_OUTPUT."""
+    """``python tests/variants.py github-matrix``: ``matrix=<json>`` and ``images=<json>`` (the
+    servers' images), lines for $GITHUB_OUTPUT."""
     if argv != ["github-matrix"]:
         print("usage: python tests/variants.py github-matrix", file=sys.stderr)
         return 2
+    from template_data import service_images  # needs PyYAML: not for nox, which imports this
+
     print(f"matrix={json.dumps(github_matrix(), separators=(',', ':'))}")
+    print(f"images={json.dumps(service_images(), separators=(',', ':'))}")
     return 0
 
 

@@ -21,11 +21,61 @@ def test_created_user_is_read_back(client: FlaskClient) -> None:
     assert response.get_json() == {"id": user_id, **ADA}
 
 
+def names(page: dict) -> list[str]:
+    return [user["username"] for user in page["users"]]
+
+
 def test_list_users_in_creation_order(client: FlaskClient) -> None:
-    assert client.get("/users").get_json() == []
+    assert client.get("/users").get_json() == {
+        "users": [],
+        "page": 1,
+        "per_page": 20,
+        "total": 0,
+        "pages": 0,
+        "next": None,
+        "prev": None,
+    }
     client.post("/users", json=ADA)
     client.post("/users", json={"username": "grace", "email": "grace@example.com"})
-    assert [user["username"] for user in client.get("/users").get_json()] == ["ada", "grace"]
+    assert names(client.get("/users").get_json()) == ["ada", "grace"]
+
+
+def test_users_come_a_page_at_a_time(client: FlaskClient) -> None:
+    for number in range(5):
+        user = {"username": f"user{number}", "email": f"user{number}@example.com"}
+        assert client.post("/users", json=user).status_code == 201
+    first = client.get("/users?per_page=2").get_json()
+    assert names(first) == ["user0", "user1"]
+    assert (first["total"], first["pages"], first["prev"]) == (5, 3, None)
+    second = client.get(first["next"]).get_json()
+    assert names(second) == ["user2", "user3"]
+    last = client.get(second["next"]).get_json()
+    assert names(last) == ["user4"]
+    assert (last["next"], last["prev"]) == (None, "/users?page=2&per_page=2")
+    assert client.get("/users?page=4&per_page=2").get_json()["users"] == []
+
+
+def test_pages_are_at_most_100_users(client: FlaskClient) -> None:
+    assert client.get("/users?per_page=1000").get_json()["per_page"] == 100
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "page=0",
+        "page=-1",
+        "page=two",
+        "page=1.5",
+        "page=",
+        "page=\u00b2",
+        "per_page=0",
+        "page=" + "9" * 20,
+    ],
+)
+def test_a_page_that_is_not_a_whole_number_from_1_is_400(client: FlaskClient, query: str) -> None:
+    response = client.get(f"/users?{query}")
+    assert response.status_code == 400
+    assert list(response.get_json()["fields"]) == [query.split("=")[0]]
 
 
 def test_unknown_user_is_404(client: FlaskClient) -> None:
@@ -53,7 +103,7 @@ def test_duplicate_user_is_409(client: FlaskClient, duplicate: dict) -> None:
     response = client.post("/users", json=duplicate)
     assert response.status_code == 409
     assert "already exists" in response.get_json()["message"]
-    assert len(client.get("/users").get_json()) == 1
+    assert client.get("/users").get_json()["total"] == 1
 
 
 @pytest.mark.parametrize(

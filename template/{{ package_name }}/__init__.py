@@ -8,12 +8,12 @@ from typing import Any
 
 from flask import Flask
 
-from .api import refuse_oversized_body, register_error_handlers
 from .celery_utils import celery_init_app
-from .config import BASE_DIR, config
+from .config import BASE_DIR, config, from_environment
+from .errors import register_error_handlers
 from .extensions import db
+from .logs import configure_logging
 from .main import main_blueprint
-from .sessions import CachedSerializerSessionInterface
 from .tasks import tasks_blueprint
 from .users import users_blueprint
 from .users.models import User, Welcome
@@ -34,18 +34,22 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
         raise ValueError(f"Unknown configuration {config_name!r} (FLASK_CONFIG): use {choices}")
 
     app = Flask(__name__)
-    app.config.from_object(config[config_name]())
+    app.config.from_object(config[config_name])
+    if not app.testing:  # the tests set what they need, and pytest captures the logs
+        configure_logging()
+        app.config.from_mapping(from_environment(production=config_name == "production"))
+        app.config.from_prefixed_env()
     app.config.update(overrides or {})
 
     db.init_app(app)
     if app.testing or _run_by_flask_cli():
-        from flask_migrate import Migrate  # imports alembic: only `flask db` and tests need it
+        # Only `flask db` and the tests need Flask-Migrate: it imports alembic, 10% of the web
+        # processes' memory (the template's docs/performance.md has the figures).
+        from flask_migrate import Migrate
 
         Migrate(app, db, directory=str(BASE_DIR / "migrations"))
     celery_init_app(app)
     register_error_handlers(app)
-    app.before_request(refuse_oversized_body)
-    app.session_interface = CachedSerializerSessionInterface()
 
     app.register_blueprint(main_blueprint)
     app.register_blueprint(users_blueprint)

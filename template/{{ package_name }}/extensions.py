@@ -1,7 +1,7 @@
 """Flask extensions, created here and bound to the app in ``create_app``.
 
 Flask-Migrate is not here: ``create_app`` registers it only for the ``flask`` command and the
-tests, since it imports alembic (about 100 ms) that the web and Celery processes never use.
+tests, since it imports alembic, which the web and Celery processes never use.
 """
 
 from flask_sqlalchemy import SQLAlchemy

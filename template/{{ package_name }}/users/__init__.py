@@ -1,6 +1,6 @@
-"""Users: an example blueprint with a model, JSON views and Celery tasks."""
+"""Users: an example blueprint with a model, JSON views, Celery tasks and a command."""
 
-from . import tasks
+from . import commands, tasks
 from .views import users_blueprint
 
-__all__ = ["tasks", "users_blueprint"]
+__all__ = ["commands", "tasks", "users_blueprint"]

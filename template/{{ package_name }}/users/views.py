@@ -6,19 +6,21 @@ import logging
 import re
 from typing import Any
 
-import click
-from flask import Blueprint, Response, jsonify, url_for
+from flask import Blueprint, Response, jsonify, request, url_for
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import Conflict, NotFound
 
-from ..api import ValidationError, json_object
 from ..extensions import db
-from .models import EMAIL_MAX_LENGTH, ID_MAX, USERNAME_MAX_LENGTH, User, Welcome
+from ..validation import ValidationError, json_object
+from .models import EMAIL_MAX_LENGTH, ID_MAX, USERNAME_MAX_LENGTH, User
 from .tasks import welcome_user
 
 logger = logging.getLogger(__name__)
 
+PER_PAGE = 20
+MAX_PER_PAGE = 100
+WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")  # ASCII digits; more than 9 would be no page anyway
 USERNAME_PATTERN = re.compile(r"[\w.-]+")
 EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
@@ -50,8 +52,28 @@ def create_user() -> tuple[Response, int, dict[str, str]]:
 
 @users_blueprint.get("")
 def list_users() -> Response:
-    users = db.session.scalars(db.select(User).order_by(User.id))
-    return jsonify([user.to_dict() for user in users])
+    """Users in creation order, a page at a time: ``?page=`` (from 1) and ``?per_page=``
+    (default 20, at most 100); 400 if either is not a whole number from 1."""
+    page = db.paginate(
+        db.select(User).order_by(User.id),
+        page=_positive_argument("page", default=1),
+        per_page=_positive_argument("per_page", default=PER_PAGE),
+        max_per_page=MAX_PER_PAGE,
+        error_out=False,  # a page past the last one is empty, not an error
+    )
+
+    def link(number: int | None) -> str | None:
+        return url_for(".list_users", page=number, per_page=page.per_page) if number else None
+
+    return jsonify(
+        users=[user.to_dict() for user in page.items],
+        page=page.page,
+        per_page=page.per_page,
+        total=page.total,
+        pages=page.pages,
+        next=link(page.next_num),
+        prev=link(page.prev_num),
+    )
 
 
 @users_blueprint.get("/<int:user_id>")
@@ -63,14 +85,14 @@ def get_user(user_id: int) -> Response:
     return jsonify(user.to_dict())
 
 
-@users_blueprint.cli.command("send-welcomes")
-def send_welcomes() -> None:
-    """Queue the welcome of every user who has none yet (safe to repeat: the task is idempotent)."""
-    welcomed = db.select(Welcome.user_id)
-    user_ids = db.session.scalars(db.select(User.id).where(User.id.not_in(welcomed))).all()
-    for user_id in user_ids:
-        welcome_user.delay(user_id)
-    click.echo(f"Queued the welcome of {len(user_ids)} user(s).")
+def _positive_argument(name: str, default: int) -> int:
+    """The query string argument ``name``, a whole number from 1, or a ValidationError."""
+    value = request.args.get(name)
+    if value is None:
+        return default
+    if not WHOLE_NUMBER.fullmatch(value) or int(value) < 1:
+        raise ValidationError({name: "a whole number from 1"})
+    return int(value)
 
 
 def _user_fields(data: dict[str, Any]) -> tuple[str, str]:

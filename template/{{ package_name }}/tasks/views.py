@@ -1,15 +1,18 @@
-"""HTTP API for Celery tasks: enqueue ``divide`` and read any task's state and result."""
+"""JSON views of the tasks blueprint: queue ``divide`` and read a task's state and result."""
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 
 from flask import Blueprint, Response, current_app, jsonify, url_for
 from werkzeug.exceptions import NotFound, ServiceUnavailable
 
-from .api import ValidationError, json_object
-from .users.tasks import divide
+from ..validation import ValidationError, json_object
+from .tasks import divide
+
+logger = logging.getLogger(__name__)
 
 tasks_blueprint = Blueprint("tasks", __name__, url_prefix="/tasks")
 
@@ -42,7 +45,7 @@ def task_status(task_id: str) -> Response:
     try:
         state, outcome = result.state, result.result
     except Exception as error:  # each result backend raises its own connection errors
-        current_app.logger.warning("Result backend unavailable: %s", error)
+        logger.warning("Result backend unavailable: %s", error)
         raise ServiceUnavailable("The result backend is unavailable; try again later.") from None
     if state == "FAILURE":
         return jsonify(task_id=task_id, state=state, error=f"{type(outcome).__name__}: {outcome}")
