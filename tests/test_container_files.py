@@ -981,7 +981,8 @@ def test_dockerignore_keeps_secrets_and_state_out_but_not_the_sources(
     needed = [".env.example", "pyproject.toml", "app.py", "migrations/env.py"]
     needed += [f"{project.package}/__init__.py", f"{project.package}/config.py"]
     stages = [stage for path in DOCKERFILES.values() for stage in project.stages(path)]
-    needed += [file.source for stage in stages for file in installed_files(stage).values()]
+    finals = [project.stages(path)[-1] for path in DOCKERFILES.values()]
+    needed += [file.source for final in finals for file in installed_files(final).values()]
     for stage in stages:
         for instruction in stage:
             if instruction.keyword == "COPY" and "--from" not in instruction.args:

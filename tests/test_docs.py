@@ -149,13 +149,16 @@ def test_presence_is_said_only_when_it_can_be_said_exactly() -> None:
     assert condition([a for a in every if not a["use_flower"]], every) == "not `use_flower`"
 
 
-def test_readme_test_command_is_what_ci_runs() -> None:
-    """The README's set-up: two commands, the second the one `.ci/run` ends with."""
+def test_readme_test_commands_are_what_ci_runs() -> None:
+    """The README's set-up is two commands, the second the fast tier, which `.ci/run` runs
+    first; `.ci/run` then runs each slow tier the README names."""
     readme = (REPO / "README.md").read_text()
-    block = re.search(r"## Set-up on a fresh machine\n.*?```bash\n(.*?)```", readme, re.S)
-    assert block, "README.md has no set-up commands"
-    generate, test = block[1].strip().splitlines()
+    blocks = re.findall(r"```bash\n(.*?)```", readme[readme.index("## Set-up") :], re.S)
+    generate, test = blocks[0].strip().splitlines()
     assert "copier copy --defaults --vcs-ref HEAD" in generate
     script = (REPO / ".ci" / "run").read_text().replace("\\\n", " ")
-    last = [line for line in script.splitlines() if line.strip() and not line.startswith("#")][-1]
-    assert " ".join(last.split()) == " ".join(test.split())
+    lines = [line for line in script.splitlines() if not line.lstrip().startswith("#")]
+    runs = [" ".join(line.split()) for line in lines if "pytest" in line]
+    assert runs[0] == " ".join(test.split())
+    slow = [line.split("#")[0].strip() for line in blocks[1].strip().splitlines()]
+    assert runs[1:] == slow
