@@ -419,3 +419,36 @@ def test_database_outage_is_a_503_and_recovers_without_restart(
         assert app.request("GET", "/ready")[0] == 200
         users = app.request("GET", "/users")[1]["users"]
         assert [user["username"] for user in users] == ["ada", "grace"]
+
+
+def test_welcome_is_sent_after_a_database_outage(redis_project: Project, tmp_path: Path) -> None:
+    """welcome_user retries database errors with a backoff: the welcome of a user created just
+    before the database went away is sent once it is back, with no one running send-welcomes."""
+    database = PrivatePostgres()
+    with PrivateRedis(tmp_path) as broker, ExitStack() as stack:
+        stack.callback(database.remove)
+        database.init()
+        database.start()
+        app = web_app(redis_project, tmp_path, database.url, broker.url)
+        stack.callback(app.stop)
+        app.start("web", "compose/production/flask/start")
+        wait_until("the web app", lambda: listening(int(app.env["PORT"])), 60, app.diagnostics)
+        status, grace, _ = app.request("POST", "/users", {"username": "grace", "email": "g@b.io"})
+        assert status == 201, grace  # its welcome waits in the broker: no worker runs yet
+
+        database.stop()
+        app.start("worker", "compose/production/flask/celery/worker/start")
+        worker_log = app.logs / "worker.log"
+        wait_until(
+            "the welcome to fail on the database and be retried",
+            lambda: "Retry in" in worker_log.read_text(),
+            60,
+            app.diagnostics,
+        )
+        database.start()
+        wait_until(
+            "the welcome to be sent",
+            lambda: f"Welcomed user {grace['id']}" in worker_log.read_text(),
+            120,
+            app.diagnostics,
+        )

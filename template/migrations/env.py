@@ -14,20 +14,15 @@ logger = logging.getLogger("alembic.env")
 
 db = current_app.extensions["migrate"].db
 target_metadata = db.metadata
-
-
-def include_name(name, type_, parent_names):
-    """Manage only this app's tables (not, for example, Celery's result tables)."""
-    if type_ == "table":
-        return name in target_metadata.tables
-    return True
+# Migrate()'s options, given in create_app: include_name leaves Celery's tables alone.
+configure_args = current_app.extensions["migrate"].configure_args
 
 
 def run_migrations_offline() -> None:
     """Emit SQL to stdout (``flask db upgrade --sql``) instead of running it."""
     url = db.engine.url.render_as_string(hide_password=False)
     context.configure(
-        url=url, target_metadata=target_metadata, include_name=include_name, literal_binds=True
+        url=url, target_metadata=target_metadata, literal_binds=True, **configure_args
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -42,15 +37,11 @@ def run_migrations_online() -> None:
             directives[:] = []
             logger.info("No changes in schema detected.")
 
-    configure_args = {
-        "process_revision_directives": process_revision_directives,
-        **current_app.extensions["migrate"].configure_args,
-    }
     with db.engine.connect() as connection:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
-            include_name=include_name,
+            process_revision_directives=process_revision_directives,
             **configure_args,
         )
         with context.begin_transaction():

@@ -11,7 +11,7 @@ from flask import Flask
 from .celery_utils import celery_init_app
 from .config import BASE_DIR, config, from_environment
 from .errors import register_error_handlers
-from .extensions import db
+from .extensions import db, include_name
 from .logs import configure_logging
 from .main import main_blueprint
 from .tasks import tasks_blueprint
@@ -47,7 +47,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
         # processes' memory (the template's docs/performance.md has the figures).
         from flask_migrate import Migrate
 
-        Migrate(app, db, directory=str(BASE_DIR / "migrations"))
+        Migrate(app, db, directory=str(BASE_DIR / "migrations"), include_name=include_name)
     celery_init_app(app)
     register_error_handlers(app)
 

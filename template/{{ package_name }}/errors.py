@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask, Response
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import InterfaceError, OperationalError
-from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from .extensions import db
 from .validation import ValidationError
@@ -29,7 +29,12 @@ def _json_error(error: HTTPException) -> Response:
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Answer every error with JSON, never with an HTML page."""
+    """Answer every error with JSON, never with an HTML page.
+
+    An exception no handler takes is Flask's to handle: in debug mode and in the tests
+    (PROPAGATE_EXCEPTIONS) it reaches the debugger or the test; otherwise Flask logs it and
+    answers an InternalServerError, which the HTTPException handler below renders as JSON.
+    """
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Response:
@@ -46,8 +51,3 @@ def register_error_handlers(app: Flask) -> None:
     def broker_unavailable(error: Exception) -> Response:
         logger.warning("Broker unavailable: %s", error)
         return _json_error(ServiceUnavailable("The task queue is unavailable; try again later."))
-
-    @app.errorhandler(Exception)
-    def unexpected_error(error: Exception) -> Response:
-        logger.exception("Unhandled error", exc_info=error)
-        return _json_error(InternalServerError("An unexpected error occurred."))
