@@ -211,7 +211,7 @@ def test_division_by_zero_ends_as_failure(stack: Stack) -> None:
     assert poll_task(stack, task_id) == {
         "task_id": task_id,
         "state": "FAILURE",
-        "error": "ZeroDivisionError: division by zero",
+        "error": "ZeroDivisionError",
     }
 
 

@@ -58,10 +58,19 @@ def keep_default_result_retries(conf: Any = None, **_: Any) -> None:
 
 
 def broker_available(celery_app: Celery, timeout: float = 2.0) -> bool:
-    """Whether the broker accepts a connection within ``timeout`` seconds."""
+    """Whether the broker answers within ``timeout`` seconds.
+
+    On a connection of Celery's pool: a probe every few seconds opens no new connection.
+    """
     try:
-        with celery_app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+        with celery_app.pool.acquire(block=True, timeout=timeout) as connection:
+            try:
+                connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+                # A round trip (Redis: a PING), since an open connection may be stale.
+                connection.channel().close()
+            except Exception:
+                connection.collect()  # a broken connection: the next probe opens a new one
+                raise
     except Exception:  # any failure means "not ready"; the reason is in the broker's logs
         return False
     return True
