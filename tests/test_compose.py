@@ -366,6 +366,17 @@ class Production(StackTests):
         assert "app.py" in listing
         assert ".env" not in listing
         assert ".git" not in listing
+        # The package runs from /app, and only from there: no stale copy in site-packages.
+        probe = "import importlib.util as u; print(u.find_spec('flask_celery_app').origin)"
+        origin = stack.engine.docker(
+            "run", "--rm", "--entrypoint", "python", image_of(stack), "-c", probe
+        ).stdout.strip()
+        assert origin == "/app/flask_celery_app/__init__.py"
+        installed = stack.engine.docker(
+            "run", "--rm", "--entrypoint", "sh", image_of(stack), "-c",
+            "ls /opt/venv/lib/python3*/site-packages",
+        ).stdout.split()  # fmt: skip
+        assert not [name for name in installed if name.startswith("flask_celery_app")]
         size = stack.engine.docker("image", "inspect", "--format", "{{.Size}}", image_of(stack))
         megabytes = int(size.stdout) / 1e6
         REPORT.append(f"{type(self).__name__}: image {image_of(stack)}: {megabytes:.0f} MB")
