@@ -526,15 +526,18 @@ def test_every_interpolated_variable_has_a_value(
         assert variable.has_default or variable.name in project.env, (
             f"${{{variable.name}}} has no default and the generated .env does not set it"
         )
-    # The database password: always from .env, never a fixed fallback, in the db service and in
-    # every URL that carries it.
-    secret = "DATABASE_PASSWORD" if answers["database"] != "sqlite" else None
-    uses = [variable for variable in found if variable.name == secret]
-    if secret:
-        assert len(uses) >= 2, f"{secret} should be used by the db service and DATABASE_URL"
+    # The database's and the broker's passwords: always from .env, never a fixed fallback, in
+    # their service and in every URL that carries them.
+    secrets = ["BROKER_PASSWORD"] + (
+        ["DATABASE_PASSWORD"] if answers["database"] != "sqlite" else []
+    )
+    for secret in secrets:
+        uses = [variable for variable in found if variable.name == secret]
+        assert len(uses) >= 2, f"{secret} should be used by its service and by a URL"
         assert {variable.op for variable in uses} == {":?"}, f"{secret} must be required (:?)"
         assert project.env[secret], f".env has no {secret}"
-    assert not [variable for variable in found if "PASSWORD" in variable.name and not secret]
+    passwords = {variable.name for variable in found if "PASSWORD" in variable.name}
+    assert passwords == set(secrets)
 
 
 @by_variant
@@ -648,6 +651,23 @@ def test_worker_grace_period_outlasts_a_warm_shutdown(
     needed = max(limits.values())
     grace = project.compose[name]["services"]["celery_worker"].get("stop_grace_period", "10s")
     assert duration_seconds(grace) > needed, f"stop_grace_period {grace} <= {needed:g}s ({limits})"
+
+
+# gunicorn's default --graceful-timeout: how long SIGTERM lets its workers finish requests.
+GUNICORN_GRACEFUL_TIMEOUT = 30
+
+
+@by_variant
+@pytest.mark.parametrize("name", COMPOSE_FILES)
+def test_web_grace_period_outlasts_gunicorns_graceful_stop(
+    render, answers: dict[str, Any], name: str
+) -> None:
+    project = render(answers)
+    start = project.read(f"{SCRIPTS_DIR}/start")
+    timeout = re.search(r"--graceful-timeout\s+\"?(\d+)", start)
+    needed = int(timeout[1]) if timeout else GUNICORN_GRACEFUL_TIMEOUT
+    grace = project.compose[name]["services"]["web"].get("stop_grace_period", "10s")
+    assert duration_seconds(grace) > needed, f"web: stop_grace_period {grace} <= {needed} s"
 
 
 def test_duration_parser() -> None:
@@ -914,7 +934,8 @@ def test_start_scripts_are_strict_exec_and_bounded(render, answers: dict[str, An
 
 
 VARIABLE_READ_IN_PYTHON = re.compile(
-    r"(?:os\.environ\.get|os\.getenv|env_number|os\.environ\.setdefault)\(\s*[\"']([A-Z][A-Z0-9_]*)"
+    r"(?:os\.environ\.get|os\.getenv|env_number|env_count|\burl|os\.environ\.setdefault)"
+    r"\(\s*[\"']([A-Z][A-Z0-9_]*)"
     r"|os\.environ\[\s*[\"']([A-Z][A-Z0-9_]*)"
 )
 VARIABLE_READ_IN_SHELL = re.compile(r"\$\{?([A-Z][A-Z0-9_]*)")

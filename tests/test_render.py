@@ -152,7 +152,7 @@ def test_variant_renders_clean(copie, template_dir: Path, answers: dict[str, Any
         assert (dependency in dependencies) is needed, f"dependency {dependency}"
 
     env_names = {line.split("=")[0] for line in text[".env"].splitlines() if "=" in line}
-    assert env_names == {"SECRET_KEY", "FLOWER_BASIC_AUTH", "DATABASE_PASSWORD"}
+    assert env_names == {"SECRET_KEY", "FLOWER_BASIC_AUTH", "DATABASE_PASSWORD", "BROKER_PASSWORD"}
     if answers["use_docker"]:
         for name in ("docker-compose.yml", "docker-compose.prod.yml"):
             compose = yaml.safe_load(text[name])

@@ -187,9 +187,11 @@ def test_env_is_ignored_by_the_projects_gitignore(
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_every_variant_gets_every_secret(generate: Callable[..., Project], variant: str) -> None:
-    """The same three secrets whatever the answers: a later `copier update` that turns Flower on
+    """The same four secrets whatever the answers: a later `copier update` that turns Flower on
     or switches databases needs no secret that .env (never rewritten by updates) would lack."""
     project = generate(variant)
-    assert set(project.env) == {"SECRET_KEY", "FLOWER_BASIC_AUTH", "DATABASE_PASSWORD"}
+    assert set(project.env) == {
+        "SECRET_KEY", "FLOWER_BASIC_AUTH", "DATABASE_PASSWORD", "BROKER_PASSWORD"
+    }  # fmt: skip
     assert len(project.database_password) >= 32
     assert project.database_password != generate(variant, copy=1).database_password

@@ -1,8 +1,9 @@
 """`copier update` never loses a user's work, and brings the template's changes.
 
-The tests run against a temporary git repository holding two releases of this template:
-v0.1.0, the template as it was released at commit ``V0_1_0`` (taken from this repository's
-history), and v0.2.0, the working tree. No real tag is needed, and uncommitted work is tested.
+The tests run against a temporary git repository holding three releases of this template:
+v0.1.0 and v0.2.0, the template as it was released at commits ``V0_1_0`` and ``V0_2_0`` (taken
+from this repository's history), and v0.3.0, the working tree. No real tag is needed, and
+uncommitted work is tested.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from conftest import REPO, working_tree_files
 from copier import run_copy, run_update
 
 V0_1_0 = "f2999c3769b38c4f179b95ec23a10ddd34d09756"  # the commit released as v0.1.0
+V0_2_0 = "1cecb315b8898240bb2ed1573a3555db9418892b"  # the commit released as v0.2.0
+LATEST = "v0.3.0"  # the working tree
 COMMON = {"defaults": True, "quiet": True, "unsafe": True}  # unsafe: updates run _migrations
 SECRET_FILES = {".env"}  # random per generation: compared separately
 
@@ -34,24 +37,27 @@ def git(cwd: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A template repository tagged v0.1.0 (the released commit) and v0.2.0 (the working tree)."""
+    """A template repository tagged v0.1.0 and v0.2.0 (the released commits) and v0.3.0 (the
+    working tree)."""
     repo = tmp_path_factory.mktemp("releases") / "flask-celery-template"
     repo.mkdir()
     git(repo, "init", "-q")
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", V0_1_0], cwd=REPO, check=True, capture_output=True
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(repo)], input=archive, check=True)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "0.1.0")
-    git(repo, "tag", "v0.1.0")
+    for commit, tag in ((V0_1_0, "v0.1.0"), (V0_2_0, "v0.2.0")):
+        git(repo, "rm", "-q", "-r", "--ignore-unmatch", ".")
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", commit], cwd=REPO, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(repo)], input=archive, check=True)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", tag)
+        git(repo, "tag", tag)
     git(repo, "rm", "-q", "-r", ".")
     for rel in working_tree_files():
         (repo / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, repo / rel)
     git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "0.2.0")
-    git(repo, "tag", "v0.2.0")
+    git(repo, "commit", "-q", "-m", LATEST)
+    git(repo, "tag", LATEST)
     return repo
 
 
@@ -112,10 +118,10 @@ def test_update_keeps_user_edits_and_brings_template_changes(
     old_database_password = env_file(project)["POSTGRES_PASSWORD"]
     make_user_edits(project)
 
-    run_update(project, vcs_ref="v0.2.0", overwrite=True, conflict="rej", **COMMON)
+    run_update(project, vcs_ref=LATEST, overwrite=True, conflict="rej", **COMMON)
 
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
-    assert answers["_commit"] == "v0.2.0"
+    assert answers["_commit"] == LATEST
     assert_clean_merge(project)
     # The user's work is all there.
     assert 'return "Hello, team!"' in (project / "flask_celery_app" / "main.py").read_text()
@@ -138,17 +144,49 @@ def test_migration_adds_secrets_that_old_projects_lack(template_repo: Path, tmp_
     )
     before = env_file(project)
     assert "FLOWER_BASIC_AUTH" not in before
-    run_update(project, vcs_ref="v0.2.0", overwrite=True, conflict="rej", **COMMON)
+    run_update(project, vcs_ref=LATEST, overwrite=True, conflict="rej", **COMMON)
     after = env_file(project)
     assert after["SECRET_KEY"] == before["SECRET_KEY"]
     assert len(after["FLOWER_BASIC_AUTH"].split(":", 1)[1]) >= 32
     assert len(after["DATABASE_PASSWORD"]) >= 32
+    assert len(after["BROKER_PASSWORD"]) >= 32
     # Now the user can turn Flower on with an update: its password is already there.
     git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "Update to 0.2.0")
-    run_update(project, data={"use_flower": True}, vcs_ref="v0.2.0", overwrite=True, **COMMON)
+    git(project, "commit", "-q", "-m", "Update")
+    run_update(project, data={"use_flower": True}, vcs_ref=LATEST, overwrite=True, **COMMON)
     assert (project / "compose/production/flask/celery/flower/start").is_file()
     assert env_file(project)["FLOWER_BASIC_AUTH"] == after["FLOWER_BASIC_AUTH"]
+
+
+def test_update_to_0_3_0_gives_the_broker_a_password(template_repo: Path, tmp_path: Path) -> None:
+    project = generate(template_repo, tmp_path / "project", "v0.2.0", broker="rabbitmq")
+    with (project / ".env").open("a") as env:
+        env.write("CELERY_LOGLEVEL=DEBUG\n")
+    before = env_file(project)
+    assert "BROKER_PASSWORD" not in before
+
+    run_update(project, vcs_ref=LATEST, overwrite=True, conflict="rej", **COMMON)
+
+    assert_clean_merge(project)
+    after = env_file(project)
+    assert {name: after[name] for name in ("SECRET_KEY", "DATABASE_PASSWORD")} == {
+        name: before[name] for name in ("SECRET_KEY", "DATABASE_PASSWORD")
+    }
+    assert len(after["BROKER_PASSWORD"]) >= 32
+    assert (after["LOG_LEVEL"], "CELERY_LOGLEVEL" in after) == ("DEBUG", False)
+    assert "${BROKER_PASSWORD:?" in (project / "docker-compose.prod.yml").read_text()
+
+
+def test_an_update_without_env_file_works(template_repo: Path, tmp_path: Path) -> None:
+    """.env is untracked: a fresh clone or a CI job updates without it."""
+    project = generate(template_repo, tmp_path / "project", "v0.1.0")
+    (project / ".env").unlink()
+    run_update(project, vcs_ref=LATEST, overwrite=True, conflict="rej", **COMMON)
+    assert_clean_merge(project)
+    # The migrations leave it alone; the update renders a fresh one, as a copy does.
+    assert set(env_file(project)) == {
+        "SECRET_KEY", "FLOWER_BASIC_AUTH", "DATABASE_PASSWORD", "BROKER_PASSWORD"
+    }  # fmt: skip
 
 
 BASE_ANSWERS = {
@@ -171,16 +209,16 @@ ANSWER_CHANGES = {
 def test_changing_answers_equals_a_fresh_generation(
     template_repo: Path, tmp_path: Path, change: dict[str, Any]
 ) -> None:
-    project = generate(template_repo, tmp_path / "project", "v0.2.0", **BASE_ANSWERS)
+    project = generate(template_repo, tmp_path / "project", LATEST, **BASE_ANSWERS)
     make_user_edits(project)
     secrets_before = (project / ".env").read_bytes()
 
-    run_update(project, data=change, vcs_ref="v0.2.0", overwrite=True, conflict="rej", **COMMON)
+    run_update(project, data=change, vcs_ref=LATEST, overwrite=True, conflict="rej", **COMMON)
 
     assert_clean_merge(project)
     assert (project / ".env").read_bytes() == secrets_before
     fresh = tmp_path / "fresh"
-    run_copy(str(template_repo), fresh, data={**BASE_ANSWERS, **change}, vcs_ref="v0.2.0", **COMMON)
+    run_copy(str(template_repo), fresh, data={**BASE_ANSWERS, **change}, vcs_ref=LATEST, **COMMON)
     updated, expected = tree(project), tree(fresh)
     for secrets_file in SECRET_FILES:  # random per generation: same variables, other values
         assert set(env_file(project)) == set(env_file(fresh))
@@ -208,13 +246,13 @@ def test_check_update_reports_the_newer_version(template_repo: Path, tmp_path: P
     assert json.loads(check.stdout) == {
         "update_available": True,
         "current_version": "0.1.0",
-        "latest_version": "0.2.0",
+        "latest_version": LATEST.removeprefix("v"),
     }
 
 
 @pytest.fixture
 def committed_project(template_repo: Path, tmp_path: Path) -> Path:
-    return generate(template_repo, tmp_path / "project", "v0.2.0", use_docker=False)
+    return generate(template_repo, tmp_path / "project", LATEST, use_docker=False)
 
 
 def pre_commit(project: Path) -> subprocess.CompletedProcess[str]:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .celery_utils import celery_init_app
 from .config import BASE_DIR, config, from_environment
@@ -40,6 +41,10 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
         app.config.from_mapping(from_environment(production=config_name == "production"))
         app.config.from_prefixed_env()
     app.config.update(overrides or {})
+
+    if hops := app.config.get("PROXY_HOPS"):
+        # Behind proxies: the scheme, host and client address are those the first proxy saw.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
 
     db.init_app(app)
     if app.testing or _run_by_flask_cli():
