@@ -16,7 +16,11 @@ from variants import AXES, full_product
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the documentation shows for answers that are names: placeholders.
-NAMES = {"project_name": "<project_name>", "package_name": "<package_name>"}
+NAMES = {
+    "project_name": "<project_name>",
+    "project_slug": "<project_slug>",
+    "package_name": "<package_name>",
+}
 
 
 class _Loader(yaml.SafeLoader):

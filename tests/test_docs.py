@@ -162,3 +162,12 @@ def test_readme_test_commands_are_what_ci_runs() -> None:
     assert runs[0] == " ".join(test.split())
     slow = [line.split("#")[0].strip() for line in blocks[1].strip().splitlines()]
     assert runs[1:] == slow
+
+
+def test_the_update_command_keeps_the_answers() -> None:
+    """Without --defaults, `copier update` asks every question again: the first update command
+    each page gives keeps the recorded answers."""
+    for page in (REPO / "README.md", DOCS / "updating.md", DOCS / "index.md"):
+        commands = re.findall(r"copier update[^\n`]*", page.read_text())
+        assert commands, page.name
+        assert "--defaults" in commands[0], f"{page.name}: {commands[0]}"

@@ -53,6 +53,7 @@ def expected_paths(answers: dict[str, Any], package: str) -> dict[str, bool]:
         "migrations/env.py": True,
         "migrations/versions/0001_create_users_table.py": True,
         "pyproject.toml": True,
+        ".python-version": True,
         "README.md": True,
         ".gitignore": True,
         ".env": True,
@@ -151,6 +152,12 @@ def test_variant_renders_clean(copie, template_dir: Path, answers: dict[str, Any
     for dependency, needed in expected_dependencies(answers).items():
         assert (dependency in dependencies) is needed, f"dependency {dependency}"
 
+    assert text[".python-version"] == f"{answers['python_version']}\n"  # for pyenv and uv
+    # .env.example's URLs are those of the project's database and broker only.
+    schemes = set(re.findall(r"(?:db\+)?([a-z]+)(?:\+\w+)?://", text[".env.example"]))
+    database_scheme = {"sqlite": "sqlite", "postgresql": "postgresql", "mysql": "mysql"}
+    allowed = {database_scheme[answers["database"]], "redis", "amqp"}
+    assert schemes <= allowed, schemes - allowed
     env_names = {line.split("=")[0] for line in text[".env"].splitlines() if "=" in line}
     assert env_names == {"SECRET_KEY", "FLOWER_BASIC_AUTH", "DATABASE_PASSWORD", "BROKER_PASSWORD"}
     if answers["use_docker"]:
