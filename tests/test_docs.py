@@ -168,6 +168,7 @@ def test_the_update_command_keeps_the_answers() -> None:
     """Without --defaults, `copier update` asks every question again: the first update command
     each page gives keeps the recorded answers."""
     for page in (REPO / "README.md", DOCS / "updating.md", DOCS / "index.md"):
-        commands = re.findall(r"copier update[^\n`]*", page.read_text())
+        blocks = "".join(re.findall(r"```bash\n(.*?)```", page.read_text(), re.S))
+        commands = re.findall(r"copier update[^\n]*", blocks)
         assert commands, page.name
         assert "--defaults" in commands[0], f"{page.name}: {commands[0]}"
