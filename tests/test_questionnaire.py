@@ -147,7 +147,7 @@ INVALID_ANSWERS = [
     bad("broker_url", "redis://127.0.0.1:abc/0", "the port must be a number from 1 to 65535"),
     bad("broker_url", "redis://127.0.0.1:/0", "(got '')"),
     bad("broker_url", "redis://127.0.0.1:70000/0", "(got '70000')"),
-    bad("broker_url", "amqp://guest:guest@host:x//", "the port must be a number", broker="rabbitmq"),
+    bad("broker_url", "amqp://guest@host:x//", "the port must be a number", broker="rabbitmq"),
     bad("broker_url", "redis://host/x", "the Redis database must be a number (got 'x')"),
     bad("broker_url", "redis://host:6379/0/1", "the Redis database must be a number"),
     # 24. a bool answered with `null` (API or --data-file; `--data x=null` means false):
