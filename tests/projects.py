@@ -258,6 +258,62 @@ class PrivateRedis:
             self.process.wait(timeout=10)
 
 
+class PrivateRabbitMQ:
+    """A RabbitMQ node of the test's own: its node name, ports and data directory, the Debian
+    package's server, no plugin. Stopped by its PID (SIGTERM: a clean shutdown) and started again
+    on the same data, as a broker restart would."""
+
+    SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+        (directory / "enabled_plugins").write_text("[].\n")
+        self.env = {
+            **os.environ,
+            "HOME": str(directory),  # its own Erlang cookie
+            "RABBITMQ_NODENAME": f"tmpl-{uuid.uuid4().hex[:12]}@localhost",
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_MNESIA_BASE": str(directory / "data"),
+            "RABBITMQ_LOG_BASE": str(directory / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(directory / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(directory / "rabbitmq.conf"),  # absent: the defaults
+            "RABBITMQ_CONF_ENV_FILE": str(directory / "rabbitmq-env.conf"),
+            "RUNNING_UNDER_SYSTEMD": "true",  # the script execs the Erlang VM: its PID is ours
+        }
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def start(self) -> None:
+        if not self.SERVER.exists():
+            require_service("RabbitMQ", 5672)  # skips locally, fails in CI: not installed
+        log = (self.directory / "server.log").open("ab")
+        self.process = subprocess.Popen(
+            [self.SERVER], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+        wait_until(f"RabbitMQ on port {self.port}", lambda: listening(self.port), 120)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=60)
+        wait_until(f"port {self.port} to close", lambda: not listening(self.port), 10)
+
+    def __enter__(self) -> PrivateRabbitMQ:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
 @dataclass
 class Service:
     """A long-running process started by ``Project.spawn``, leading its own process group."""

@@ -30,6 +30,7 @@ from typing import Any
 import pytest
 from conftest import require_service
 from projects import (
+    PrivateRabbitMQ,
     PrivateRedis,
     Project,
     free_port,
@@ -55,7 +56,7 @@ from app import celery
 
 def record(event, task_id):
     with Path(os.environ["CHAOS_LOG"]).open("a") as log:
-        log.write(f"{event} {task_id} {os.getpid()}\\n")
+        log.write(f"{event} {task_id} {os.getpid()} {time.time()}\\n")
 
 
 @celery.task(bind=True, name="chaos.work", ignore_result=False)
@@ -71,6 +72,26 @@ def crash(self):
     """Kills the process that runs it, every time."""
     record("start", self.request.id)
     os.kill(os.getpid(), 9)
+
+
+@celery.task(bind=True, name="chaos.flaky", ignore_result=False)
+def flaky(self, countdown):
+    """Fails its first run, and is retried after ``countdown`` seconds."""
+    record("start", self.request.id)
+    if not self.request.retries:
+        raise self.retry(countdown=countdown)
+    record("done", self.request.id)
+
+
+HOARD = []
+
+
+@celery.task(bind=True, name="chaos.hog", ignore_result=False)
+def hog(self, mebibytes):
+    """Keeps ``mebibytes`` of memory (written, so resident) for the life of its process."""
+    record("start", self.request.id)
+    HOARD.append(b"x" * (mebibytes * 1024 * 1024))
+    record("done", self.request.id)
 '''
 
 BASE = {
@@ -111,10 +132,10 @@ class Cluster:
     log: Path
     workers: list[subprocess.Popen[bytes]]
 
-    def start_worker(self, concurrency: int = 2) -> subprocess.Popen[bytes]:
+    def start_worker(self, *options: str, concurrency: int = 2) -> subprocess.Popen[bytes]:
         number = len(self.workers)
         command = ["celery", "-A", "chaos.celery", "worker", "-l", "INFO", "-P", "prefork"]
-        command += ["-c", str(concurrency), "-n", f"chaos{number}@%h"]
+        command += ["-c", str(concurrency), "-n", f"chaos{number}@%h", *options]
         log = self.log.with_name(f"worker{number}.log")
         worker = self.project.spawn(
             self.project.bin / command[0], *command[1:], env=self.env, log=log
@@ -153,6 +174,10 @@ class Cluster:
         lines = self.log.read_text().splitlines()
         return int(next(line.split()[2] for line in lines if line.startswith(f"start {task_id}")))
 
+    def start_times(self, task_id: str) -> list[float]:
+        lines = self.log.read_text().splitlines()
+        return [float(line.split()[3]) for line in lines if line.startswith(f"start {task_id}")]
+
     def diagnostics(self) -> str:
         logs = sorted(self.log.parent.glob("worker*.log"))
         return "\n".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in logs)
@@ -175,19 +200,24 @@ def cluster(
             project, broker = redis_project, results.url
         else:
             project, broker = rabbitmq_project, stack.enter_context(fresh_rabbitmq_vhost())
-        env = {
-            **os.environ,
-            "PATH": f"{project.bin}{os.pathsep}{os.environ['PATH']}",
-            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-            "CELERY_BROKER_URL": broker,
-            "CELERY_RESULT_BACKEND": results.url.replace("/0", "/1"),
-            # Longer than any task or retry delay here: only a vanished worker's tasks come back.
-            "CELERY_VISIBILITY_TIMEOUT": "60",
-            "CHAOS_LOG": str(tmp_path / "tasks.log"),
-        }
-        cluster = Cluster(project, env, tmp_path / "tasks.log", [])
+        cluster = new_cluster(project, tmp_path, broker, results.url.replace("/0", "/1"))
         stack.callback(cluster.kill_all)
         yield cluster
+
+
+def new_cluster(project: Project, tmp_path: Path, broker: str, results: str) -> Cluster:
+    """``project``'s workers (none yet) on ``broker``, results in ``results``."""
+    env = {
+        **os.environ,
+        "PATH": f"{project.bin}{os.pathsep}{os.environ['PATH']}",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "CELERY_BROKER_URL": broker,
+        "CELERY_RESULT_BACKEND": results,
+        # Longer than any task or retry delay here: only a vanished worker's tasks come back.
+        "CELERY_VISIBILITY_TIMEOUT": "60",
+        "CHAOS_LOG": str(tmp_path / "tasks.log"),
+    }
+    return Cluster(project, env, tmp_path / "tasks.log", [])
 
 
 def test_killed_pool_process_task_is_retried_and_completes(cluster: Cluster) -> None:
@@ -243,6 +273,128 @@ def test_sigterm_lets_the_running_task_finish(cluster: Cluster) -> None:
     assert worker.wait(timeout=30) == 0, cluster.diagnostics()
     assert cluster.events("done")[task_id] == 1
     assert cluster.state(task_id) == "SUCCESS"
+
+
+def test_retry_waits_its_countdown_and_holds_up_no_other_task(cluster: Cluster) -> None:
+    """On Redis the worker keeps the retry until it is due; on RabbitMQ it waits in the broker
+    (native delayed delivery, the quorum queue's way). Either way the one pool process is free."""
+    countdown = 20
+    cluster.start_worker(concurrency=1)
+    (retried,) = cluster.send("chaos.flaky", countdown)
+    wait_until("the first run", lambda: cluster.events("start")[retried] == 1, 30)
+    (other,) = cluster.send("chaos.work", 0)
+    wait_until("the other task", lambda: cluster.events("done")[other] == 1, 30)
+    assert cluster.events("start")[retried] == 1, "the retry did not wait for its countdown"
+    done = cluster.events
+    wait_until("the retry", lambda: done("done")[retried] == 1, countdown + 60, cluster.diagnostics)
+    first, second = cluster.start_times(retried)
+    assert second - first >= countdown - 1  # RabbitMQ's delays count whole seconds
+    assert cluster.state(retried) == "SUCCESS"
+
+
+def test_pool_process_past_its_memory_limit_is_replaced_after_its_task(cluster: Cluster) -> None:
+    cluster.env["CELERY_WORKER_MAX_MEMORY_PER_CHILD"] = str(150 * 1024)  # KiB
+    worker = cluster.start_worker(concurrency=1)
+    (hog,) = cluster.send("chaos.hog", 200)
+    wait_until("the task", lambda: cluster.state(hog) == "SUCCESS", 60, cluster.diagnostics)
+    (after,) = cluster.send("chaos.work", 0)
+    wait_until("the next task", lambda: cluster.state(after) == "SUCCESS", 60, cluster.diagnostics)
+    assert cluster.events("start")[hog] == 1, "the task was run again"
+    assert cluster.pid_running(after) != cluster.pid_running(hog), "the process was kept"
+    assert worker.poll() is None
+
+
+def rabbitmq_queues(vhost_url: str) -> list[dict[str, Any]]:
+    vhost = vhost_url.rsplit("/", 1)[1]
+    columns = ["name", "durable", "exclusive", "type", "messages"]
+    listed = subprocess.run(
+        ["rabbitmqctl", "-q", "list_queues", "-p", vhost, *columns, "--formatter", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(listed.stdout)
+
+
+def test_rabbitmq_tasks_wait_in_a_quorum_queue_and_no_queue_is_transient(
+    rabbitmq_project: Project, tmp_path: Path
+) -> None:
+    """RabbitMQ 4 deprecates transient queues that are not exclusive: the worker's control and
+    event queues must be exclusive, the rest durable."""
+    with PrivateRedis(tmp_path) as results, fresh_rabbitmq_vhost() as broker, ExitStack() as stack:
+        cluster = new_cluster(rabbitmq_project, tmp_path, broker, results.url)
+        stack.callback(cluster.kill_all)
+        cluster.start_worker("--events")
+        (task_id,) = cluster.send("chaos.work", 0)
+        wait_until("the task", lambda: cluster.state(task_id) == "SUCCESS", 60)
+        queues = {queue["name"]: queue for queue in rabbitmq_queues(broker)}
+        assert queues["celery-quorum"]["type"] == "quorum"
+        assert "celery" not in queues
+        transient = [name for name, queue in queues.items() if not queue["durable"]]
+        assert transient, "expected the worker's control and event queues"
+        assert [name for name in transient if not queues[name]["exclusive"]] == []
+
+
+def test_rabbitmq_tasks_of_a_classic_queue_are_drained_after_an_update(
+    rabbitmq_project: Project, tmp_path: Path
+) -> None:
+    """Projects before 0.3.0 queued tasks in Celery's classic "celery" queue: an updated worker
+    starts beside it (a quorum queue of another name), and docs/updating.md's
+    `celery -A app.celery worker -Q celery` runs what it holds."""
+    with PrivateRedis(tmp_path) as results, fresh_rabbitmq_vhost() as broker, ExitStack() as stack:
+        cluster = new_cluster(rabbitmq_project, tmp_path, broker, results.url)
+        stack.callback(cluster.kill_all)
+        script = (
+            "import json; from chaos import celery\n"
+            "celery.conf.update(task_default_queue='celery', task_default_queue_type='classic',"
+            " task_default_exchange_type='direct')  # Celery's defaults, those of 0.2.0\n"
+            "print(json.dumps([celery.send_task('chaos.work', [0]).id for _ in range(5)]))"
+        )
+        sent = cluster.project.run(cluster.project.python, "-c", script, env=cluster.env)
+        assert sent.returncode == 0, sent.stderr
+        old_ids = json.loads(sent.stdout)
+        assert {q["name"]: q["messages"] for q in rabbitmq_queues(broker)} == {"celery": 5}
+
+        cluster.start_worker()
+        (new_id,) = cluster.send("chaos.work", 0)
+        wait_until("a new task", lambda: cluster.state(new_id) == "SUCCESS", 60)
+        assert not set(old_ids) & set(cluster.events("start"))
+
+        cluster.start_worker("--queues", "celery")
+        wait_until(
+            "the classic queue's tasks",
+            lambda: set(cluster.events("done")) >= set(old_ids),
+            60,
+            cluster.diagnostics,
+        )
+        assert {q["name"]: q["messages"] for q in rabbitmq_queues(broker)}["celery"] == 0
+
+
+def test_rabbitmq_restart_loses_no_queued_task(rabbitmq_project: Project, tmp_path: Path) -> None:
+    """A RabbitMQ node of the test's own is restarted mid-run: the quorum queue and the delayed
+    retry survive it, and the worker carries on once the node is back."""
+    node = PrivateRabbitMQ(tmp_path)
+    with PrivateRedis(tmp_path) as results, node, ExitStack() as stack:
+        cluster = new_cluster(rabbitmq_project, tmp_path, node.url, results.url)
+        stack.callback(cluster.kill_all)
+        cluster.start_worker()
+        (retried,) = cluster.send("chaos.flaky", 20)
+        task_ids = cluster.send("chaos.work", 0.5, count=60)  # 15 s of work for two processes
+        wait_until("some tasks to finish", lambda: len(cluster.events("done")) >= 5, 60)
+        assert cluster.events("start")[retried] == 1  # its retry waits in RabbitMQ
+        assert len(cluster.events("done")) < len(task_ids), "no task was left to lose"
+        assert len(cluster.events("done")) < len(task_ids), "no task was left to lose"
+
+        node.stop()
+        node.start()
+        wait_until(
+            "every task to finish",
+            lambda: set(cluster.events("done")) >= {*task_ids, retried},
+            240,
+            cluster.diagnostics,
+        )
+        starts = cluster.events("start")
+        assert max(starts[task_id] for task_id in task_ids) <= 2, starts.most_common(3)
 
 
 @dataclass
