@@ -41,6 +41,18 @@ def service_images() -> dict[str, str]:
     return questions()["service_images"]["default"]
 
 
+def memory_limits() -> dict[str, int]:
+    """The memory limit (MiB) of each Compose service."""
+    return questions()["memory_limits"]["default"]
+
+
+def memory_table() -> str:
+    """The Markdown table of the Compose services' memory limits."""
+    rows = ["| service | `mem_limit` |", "|---|---|"]
+    rows += [f"| `{service}` | {mib} MiB |" for service, mib in memory_limits().items()]
+    return "\n".join(rows)
+
+
 def environment(answers: dict[str, Any]) -> list[dict[str, Any]]:
     """environment.yml's variables for ``answers`` (the axes of variants.AXES at least)."""
     jinja = jinja2.Environment(undefined=jinja2.StrictUndefined)

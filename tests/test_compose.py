@@ -37,6 +37,7 @@ from dockerharness import (
     process_alive,
 )
 from projects import basic_auth, celery_id, http_status, json_request, listening
+from template_data import memory_limits
 from variants import stack_answers
 
 # One xdist worker runs them all, in order, should they be collected with the parallel tests.
@@ -358,6 +359,24 @@ class Production(StackTests):
         }
         assert all(uid.isdigit() for uid in uids.values()), uids
         assert "0" not in uids.values(), uids
+
+    def test_every_service_runs_within_its_memory_limit(self, stack: Stack) -> None:
+        """The kernel enforces each service's limit; Redis and RabbitMQ know theirs."""
+        limits = {name: mib * 1024 * 1024 for name, mib in memory_limits().items()}
+        running = set(containers(stack)) - {"migrate"}
+        cgroup = "cat /sys/fs/cgroup/memory.max || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"
+        enforced = {
+            name: int(stack.compose("exec", "-T", name, "sh", "-c", cgroup).stdout)
+            for name in running
+        }
+        assert enforced == {name: limits[name] for name in running}
+        if "redis" in running:
+            told = stack.compose("exec", "-T", "redis", "redis-cli", "config", "get", "maxmemory")
+            assert int(told.stdout.split()[-1]) == limits["redis"] * 3 // 4
+        if "rabbitmq" in running:
+            total = "vm_memory_monitor:get_total_memory()."
+            told = stack.compose("exec", "-T", "rabbitmq", "rabbitmqctl", "-q", "eval", total)
+            assert int(told.stdout) == limits["rabbitmq"]
 
     def test_image_holds_neither_env_nor_git(self, stack: Stack) -> None:
         listing = stack.engine.docker(

@@ -15,15 +15,14 @@ import re
 import signal
 import sys
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_service
 from projects import (
+    PrivateRedis,
     Project,
     free_port,
     fresh_database,
@@ -50,10 +49,16 @@ def project(
     return install(template_dir, request.param, tmp_path_factory.mktemp("installed") / "project")
 
 
+def own_basetemp(project: Project) -> str:
+    """The generated suite's temporary files beside the project, in this suite's own temporary
+    directory, not in /tmp/pytest-of-<user>."""
+    return f"--basetemp={project.path.parent / 'pytest-tmp'}"
+
+
 def test_own_test_suite_passes(project: Project) -> None:
     # tests/test_services.py needs servers: test_services_tests_pass_against_real_servers runs it.
     command = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "--ignore=tests/test_services.py"]
-    run = project.run(project.python, *command)
+    run = project.run(project.python, *command, own_basetemp(project))
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
     assert " passed" in run.stdout
     assert "skipped" not in run.stdout
@@ -83,40 +88,42 @@ def test_flask_db_upgrade_creates_the_tables(project: Project, database_url: str
     assert columns.stdout.strip() == "['email', 'id', 'username']", columns.stderr
 
 
-def broker_env(answers: dict[str, Any]) -> dict[str, str]:
-    """Point the worker at the machine's broker (and Redis for results) on 127.0.0.1."""
-    if answers["broker"] == "redis":
-        require_service("Redis", 6379)
-        env = {"CELERY_BROKER_URL": "redis://127.0.0.1:6379/15"}
-    else:
-        require_service("RabbitMQ", 5672)
-        env = {"CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//"}
-    if answers["result_backend"] == "redis":
-        require_service("Redis", 6379)
-        env["CELERY_RESULT_BACKEND"] = "redis://127.0.0.1:6379/15"
-    return env
+@contextmanager
+def own_broker(answers: dict[str, Any], tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The worker's broker (and Redis for results): a redis-server of the test's own, or a
+    fresh RabbitMQ vhost; nothing of them is left afterwards."""
+    with ExitStack() as resources:
+        env = {}
+        if answers["broker"] == "rabbitmq":
+            env["CELERY_BROKER_URL"] = resources.enter_context(fresh_rabbitmq_vhost())
+        if answers["broker"] == "redis" or answers["result_backend"] == "redis":
+            redis = resources.enter_context(PrivateRedis(tmp_path))
+            env.setdefault("CELERY_BROKER_URL", redis.url)
+            if answers["result_backend"] == "redis":
+                env["CELERY_RESULT_BACKEND"] = redis.url
+        yield env
 
 
 def test_worker_starts_without_deprecation_warnings(project: Project, tmp_path: Path) -> None:
-    queue = f"template-test-{uuid.uuid4().hex[:8]}"  # consume nothing of anyone else's
-    env = {
-        **os.environ,
-        **broker_env(project.answers),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'worker.sqlite3'}",
-        "PYTHONWARNINGS": "default",
-    }
     log = tmp_path / "worker.log"
-    command = ["celery", "-A", "app.celery", "worker", "-P", "solo", "-l", "INFO", "-Q", queue]
-    worker = project.spawn(project.bin / command[0], *command[1:], env=env, log=log)
-    try:
-        deadline = time.monotonic() + 60
-        while " ready." not in log.read_text() and worker.poll() is None:
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
-        assert worker.poll() is None, log.read_text()
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        returncode = worker.wait(timeout=30)
+    command = ["celery", "-A", "app.celery", "worker", "-P", "solo", "-l", "INFO"]
+    with own_broker(project.answers, tmp_path) as broker:
+        env = {
+            **os.environ,
+            **broker,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'worker.sqlite3'}",
+            "PYTHONWARNINGS": "default",
+        }
+        worker = project.spawn(project.bin / command[0], *command[1:], env=env, log=log)
+        try:
+            deadline = time.monotonic() + 60
+            while " ready." not in log.read_text() and worker.poll() is None:
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+            assert worker.poll() is None, log.read_text()
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            returncode = worker.wait(timeout=30)
     text = log.read_text()
     assert returncode == 0, text
     assert "celery@" in text
@@ -131,28 +138,29 @@ def test_flower_requires_the_generated_password(project: Project, tmp_path: Path
         return
     user, password = project.env_file()["FLOWER_BASIC_AUTH"].split(":", 1)
     port = free_port()
-    env = {**os.environ, **broker_env(project.answers)}
-    env.pop("FLOWER_BASIC_AUTH", None)  # only .env, read by app.py, may provide it
     log = tmp_path / "flower.log"
     command = ["celery", "-A", "app.celery", "flower", "--address=127.0.0.1", f"--port={port}"]
-    flower = project.spawn(project.bin / command[0], *command[1:], env=env, log=log)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 60
-        while True:
-            assert flower.poll() is None, log.read_text()
-            try:
-                status = http_status(url)
-                break
-            except OSError:
-                assert time.monotonic() < deadline, log.read_text()
-                time.sleep(0.3)
-        assert status == 401
-        assert http_status(url, (user, "wrong-password")) == 401
-        assert http_status(url, (user, password)) == 200
-    finally:
-        flower.terminate()
-        flower.wait(timeout=30)
+    with own_broker(project.answers, tmp_path) as broker:
+        env = {**os.environ, **broker}
+        env.pop("FLOWER_BASIC_AUTH", None)  # only .env, read by app.py, may provide it
+        flower = project.spawn(project.bin / command[0], *command[1:], env=env, log=log)
+        try:
+            url = f"http://127.0.0.1:{port}/"
+            deadline = time.monotonic() + 60
+            while True:
+                assert flower.poll() is None, log.read_text()
+                try:
+                    status = http_status(url)
+                    break
+                except OSError:
+                    assert time.monotonic() < deadline, log.read_text()
+                    time.sleep(0.3)
+            assert status == 401
+            assert http_status(url, (user, "wrong-password")) == 401
+            assert http_status(url, (user, password)) == 200
+        finally:
+            flower.terminate()
+            flower.wait(timeout=30)
 
 
 def test_services_tests_pass_against_real_servers(project: Project, tmp_path: Path) -> None:
@@ -172,7 +180,7 @@ def test_services_tests_pass_against_real_servers(project: Project, tmp_path: Pa
                 results = resources.enter_context(fresh_redis_db(project, redis_db))
                 env["TEST_RESULT_BACKEND"] = results
         command = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_services.py"]
-        run = project.run(project.python, *command, env=env)
+        run = project.run(project.python, *command, own_basetemp(project), env=env)
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
     # Only passes: no test skipped for want of a server, none deselected or xfailed.
     summary = run.stdout.strip().splitlines()[-1]

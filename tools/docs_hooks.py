@@ -1,7 +1,8 @@
-"""mkdocs hook: docs/operations.md's table of environment variables, made from environment.yml.
+"""mkdocs hook: docs/operations.md's tables of environment variables (from environment.yml) and
+of memory limits (from copier.yml's memory_limits).
 
-The page holds a marker where the table goes; the table itself lives nowhere but in the built
-site, so it cannot fall behind environment.yml.
+The page holds a marker where each table goes; the tables live nowhere but in the built site, so
+they cannot fall behind their source.
 """
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from template_data import environment_table
+from template_data import environment_table, memory_table
 
-MARKER = "<!-- the table of environment.yml -->"
+TABLES = {
+    "<!-- the table of environment.yml -->": environment_table,
+    "<!-- the table of memory_limits -->": memory_table,
+}
 
 
 def on_page_markdown(markdown: str, **_: object) -> str:
-    return markdown.replace(MARKER, environment_table()) if MARKER in markdown else markdown
+    for marker, table in TABLES.items():
+        if marker in markdown:
+            markdown = markdown.replace(marker, table())
+    return markdown
