@@ -142,6 +142,8 @@ def stack(
             "PATH": f"{project.bin}{os.pathsep}{os.environ['PATH']}",
             "FLASK_CONFIG": "production",
             "FLASK_DEBUG": "0",
+            # A service that ignores SIGTERM is sent SIGABRT: its threads' stacks go to its log.
+            "PYTHONFAULTHANDLER": "1",
             "SECRET_KEY": generated["SECRET_KEY"],
             "DATABASE_URL": database_url,
             "CELERY_BROKER_URL": broker_url,
@@ -261,6 +263,8 @@ def test_sigterm_stops_every_service_cleanly(stack: Stack) -> None:
         try:
             code = service.process.wait(timeout=GRACE[name])
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{name} ignored SIGTERM for {GRACE[name]} s\n{service.text()[-3000:]}")
+            service.process.send_signal(signal.SIGABRT)  # faulthandler dumps every thread's stack
+            service.process.wait(timeout=10)
+            pytest.fail(f"{name} ignored SIGTERM for {GRACE[name]} s\n{service.text()[-6000:]}")
         assert code == 0, f"{name} exited with {code}\n{service.text()[-3000:]}"
         assert not group_alive(service.process.pid, timeout=10), f"{name} left children behind"

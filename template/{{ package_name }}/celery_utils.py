@@ -66,8 +66,12 @@ def broker_available(celery_app: Celery, timeout: float = 2.0) -> bool:
         with celery_app.pool.acquire(block=True, timeout=timeout) as connection:
             try:
                 connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
-                # A round trip (Redis: a PING), since an open connection may be stale.
-                connection.channel().close()
+                # A round trip, since an open connection may be stale.
+                if connection.transport.driver_type == "redis":
+                    # A PING on the pooled socket (a new channel would open a new socket).
+                    connection.default_channel.client.ping()
+                else:
+                    connection.channel().close()
             except Exception:
                 connection.collect()  # a broken connection: the next probe opens a new one
                 raise
