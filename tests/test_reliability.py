@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -293,9 +294,14 @@ def test_retry_waits_its_countdown_and_holds_up_no_other_task(cluster: Cluster) 
 
 
 def test_pool_process_past_its_memory_limit_is_replaced_after_its_task(cluster: Cluster) -> None:
-    cluster.env["CELERY_WORKER_MAX_MEMORY_PER_CHILD"] = str(150 * 1024)  # KiB
+    """The project's default limit, the one .env.example documents: the variable is unset (Celery's
+    CLI would read it too, as --max-memory-per-child, so setting it would not test the project)."""
+    cluster.env.pop("CELERY_WORKER_MAX_MEMORY_PER_CHILD", None)
+    example = (cluster.project.path / ".env.example").read_text()
+    limit = re.search(r"^#? ?CELERY_WORKER_MAX_MEMORY_PER_CHILD=(\d+)$", example, re.MULTILINE)
+    assert limit, "CELERY_WORKER_MAX_MEMORY_PER_CHILD is not in .env.example"
     worker = cluster.start_worker(concurrency=1)
-    (hog,) = cluster.send("chaos.hog", 200)
+    (hog,) = cluster.send("chaos.hog", int(limit[1]) // 1024 + 50)  # MiB, past the limit
     wait_until("the task", lambda: cluster.state(hog) == "SUCCESS", 60, cluster.diagnostics)
     (after,) = cluster.send("chaos.work", 0)
     wait_until("the next task", lambda: cluster.state(after) == "SUCCESS", 60, cluster.diagnostics)
