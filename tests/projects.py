@@ -304,6 +304,13 @@ class PrivateRabbitMQ:
             self.process.wait(timeout=60)
         wait_until(f"port {self.port} to close", lambda: not listening(self.port), 10)
 
+    def block_publishers(self) -> None:
+        """Raise a memory alarm, as a node short of memory does: RabbitMQ then stops reading from
+        every connection that publishes (until the alarm clears)."""
+        ctl = [str(self.SERVER.with_name("rabbitmqctl")), "-n", self.env["RABBITMQ_NODENAME"]]
+        watermark = [*ctl, "set_vm_memory_high_watermark", "0.000001"]
+        subprocess.run(watermark, env=self.env, capture_output=True, check=True, timeout=120)
+
     def __enter__(self) -> PrivateRabbitMQ:
         self.start()
         return self

@@ -270,12 +270,16 @@ class Operations(StackTests):
         views = stack.project / "flask_celery_app" / "main.py"
         original = views.read_text()
         route = '\n\n@main_blueprint.get("/changed")\ndef changed() -> str:\n    return "changed"\n'
+
+        def status() -> int | None:
+            return answered_status(WEB + "/changed")
+
         views.write_text(original + route)
         try:
-            wait_until("gunicorn to reload the change", lambda: page(WEB + "/changed"), 60, stack)
+            wait_until("gunicorn to reload the change", lambda: status() == 200, 60, stack)
         finally:
             views.write_text(original)
-        wait_until("gunicorn to reload the original", lambda: not page(WEB + "/changed"), 60, stack)
+        wait_until("gunicorn to reload the original", lambda: status() == 404, 60, stack)
 
     def test_stop_lets_the_running_task_finish(self, stack: Stack) -> None:
         task_id = enqueue_slow(stack, 10)
@@ -410,8 +414,12 @@ def stack_env(stack: Stack) -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
 
 
-def page(url: str) -> bool:
-    return http_status(url) == 200
+def answered_status(url: str) -> int | None:
+    """The status of ``GET url``; None while gunicorn reloads (it drops the connection)."""
+    try:
+        return http_status(url)
+    except (ConnectionError, urllib.error.URLError):
+        return None
 
 
 # --- The stacks, in the order they run ---------------------------------------------------------
