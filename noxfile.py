@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import nox
@@ -74,19 +73,17 @@ def render(session: nox.Session, answers: dict) -> None:
     """Generate one covering variant into .nox/render/<variant> and run its own checks."""
     session.install("-r", REQUIREMENTS)
     generate(session, answers, ROOT / ".nox" / "render" / variant_id(answers))
-    pip = ["uv", "pip", "install", "-q", "-p", ".venv/bin/python"]
-    session.run(*pip, "-c", "constraints.txt", "-e", ".[dev]")
+    session.run("uv", "sync", "-q", "--locked", "-p", ".venv/bin/python")
     project_checks(session)
 
 
 @nox.session
 @nox.parametrize("answers", COVERING, ids=VARIANT_IDS)
 def latest(session: nox.Session, answers: dict) -> None:
-    """Like render, but with the newest release of every dependency (constraints.txt ignored)."""
+    """Like render, but with the newest release of every dependency (uv.lock upgraded first)."""
     session.install("-r", REQUIREMENTS)
     generate(session, answers, ROOT / ".nox" / "latest" / variant_id(answers))
-    pip = ["uv", "pip", "install", "-q", "-p", ".venv/bin/python", "--upgrade", "--refresh"]
-    session.run(*pip, "-e", ".[dev]")
+    session.run("uv", "sync", "-q", "--upgrade", "--refresh", "-p", ".venv/bin/python")
     session.run("uv", "pip", "list", "-p", ".venv/bin/python")
     project_checks(session)
 
@@ -123,55 +120,55 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench.py", *session.posargs)
 
 
-CONSTRAINTS_HEADER = """\
-# The exact versions this project installs (`pip install -c constraints.txt -e ".[dev]"`), the
-# versions the template's tests ran with, for Python 3.11+ on any platform. To move to newer
-# versions within the ranges of pyproject.toml, then run the tests:
-#   uv pip compile pyproject.toml --all-extras --universal --upgrade -o constraints.txt
-"""
+LOCK = ROOT / "template" / "uv.lock.jinja"
+# What differs between the locks of two projects: the rest of uv.lock is the same in every one.
+LOCK_VARIABLES = {
+    'name = "flask-celery-app"': 'name = "{{ project_slug }}"',
+    'requires-python = ">=3.11"': 'requires-python = ">={{ python_version }}"',
+    'default-groups = ["dev", "flower", "postgresql", "redis"]': (
+        "default-groups = {{ dependency_groups | tojson }}"
+    ),
+}
+
+
+def lock_of(template: str) -> str:
+    """template/uv.lock.jinja as the lock of the project the lock session renders."""
+    for value, variable in LOCK_VARIABLES.items():
+        template = template.replace(variable, value)
+    return template
 
 
 @nox.session
 def lock(session: nox.Session) -> None:
-    """Refresh template/constraints.txt: pin the newest versions every variant can install.
+    """Refresh template/uv.lock.jinja: the newest versions every project can install.
 
-    ``-- --keep`` keeps today's pins where the ranges still allow them (to refresh the notes).
+    One lock serves every project: pyproject.toml declares every integration as a dependency
+    group in every project, so only the project's name, its Python and its default groups
+    differ, and those are template variables. ``-- --keep`` keeps today's versions where
+    pyproject.toml still allows them.
     """
     session.install("-r", REQUIREMENTS)
-    work = Path(session.create_tmp())
-    dependencies: set[str] = set()
-    extras: dict[str, set[str]] = {}
-    # Between them, these two variants use every dependency the template can generate.
-    for database in ("postgresql", "mysql"):
-        dest = work / database
-        shutil.rmtree(dest, ignore_errors=True)
-        session.run(
-            "copier", "copy", "--defaults", "--quiet", "--vcs-ref=HEAD",
-            f"--data=database={database}", "--data=use_flower=true", str(ROOT), str(dest),
-        )  # fmt: skip
-        project = tomllib.loads((dest / "pyproject.toml").read_text())["project"]
-        dependencies.update(project["dependencies"])
-        for extra, requirements in project.get("optional-dependencies", {}).items():
-            extras.setdefault(extra, set()).update(requirements)
-    # The union as one project's pyproject.toml: the notes say what a project's own would.
-    union = work / "union"
-    union.mkdir(exist_ok=True)
-    (union / "pyproject.toml").write_text(
-        '[project]\nname = "flask-celery-app"\nversion = "0"\nrequires-python = ">=3.11"\n'
-        f"dependencies = {sorted(dependencies)!r}\n\n[project.optional-dependencies]\n"
-        + "".join(f"{extra} = {sorted(requirements)!r}\n" for extra, requirements in extras.items())
-    )
-    target = ROOT / "template" / "constraints.txt"
-    compiled = union / "constraints.txt"
-    shutil.copyfile(target, compiled)  # the current pins, kept with --keep
-    upgrade = [] if "--keep" in session.posargs else ["--upgrade"]
-    with session.chdir(union):
-        session.run(
-            "uv", "pip", "compile", "--quiet", "--universal", "--python-version", "3.11",
-            "--all-extras", "--no-header", *upgrade, "pyproject.toml", "-o", "constraints.txt",
-        )  # fmt: skip
-    target.write_text(CONSTRAINTS_HEADER + compiled.read_text())
-    session.log(f"wrote {target.relative_to(ROOT)}; now run the tests")
+    project = Path(session.create_tmp()) / "lock"
+    shutil.rmtree(project, ignore_errors=True)
+    session.run(
+        "copier", "copy", "--defaults", "--quiet", "--vcs-ref=HEAD",
+        "--data=python_version=3.11", str(ROOT), str(project),
+    )  # fmt: skip
+    keep = "--keep" in session.posargs
+    if keep:
+        (project / "uv.lock").write_text(lock_of(LOCK.read_text()))
+    python = interpreter("3.11")
+    upgrade = [] if keep else ["--upgrade"]
+    session.run("uv", "lock", "--quiet", "-p", python, *upgrade, "--project", str(project))
+    text = (project / "uv.lock").read_text()
+    if any(mark in text for mark in ("{{", "{%", "{#")):
+        session.error("uv.lock holds Jinja syntax: it cannot be a template as it is")
+    for value, variable in LOCK_VARIABLES.items():
+        if text.count(value) != 1:
+            session.error(f"expected {value!r} once in uv.lock")
+        text = text.replace(value, variable)
+    LOCK.write_text(text)
+    session.log(f"wrote {LOCK.relative_to(ROOT)}; now run the tests")
 
 
 @nox.session

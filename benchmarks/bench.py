@@ -249,12 +249,9 @@ def install_project(path: Path) -> Project:
     """Install the generated project like tests/projects.py does, then compile its bytecode."""
     answers = yaml.safe_load((path / ".copier-answers.yml").read_text())
     interpreter = find_python(answers["python_version"])
-    uv = [sys.executable, "-m", "uv"]
-    run([*uv, "venv", "-q", "-p", interpreter, path / ".venv"], cwd=path)
-    python = path / ".venv" / "bin" / "python"
-    pip = [*uv, "pip", "install", "-q", "-p", python]
-    run([*pip, "-c", "constraints.txt", "-e", ".[dev]"], cwd=path, timeout=600)
-    return prepare_project(Project(path, answers, python))
+    uv_sync = [sys.executable, "-m", "uv", "sync", "-q", "--locked", "-p", interpreter]
+    run(uv_sync, cwd=path, timeout=600)
+    return prepare_project(Project(path, answers, path / ".venv" / "bin" / "python"))
 
 
 def prepare_project(project: Project) -> Project:

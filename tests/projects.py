@@ -81,18 +81,15 @@ def install(template_dir: Path, answers: dict[str, Any], path: Path) -> Project:
     """Generate ``answers`` into ``path`` and install it into ``path/.venv``."""
     interpreter = find_python(answers["python_version"])
     run_copy(str(template_dir), path, data=answers, defaults=True, quiet=True, unsafe=False)
-    uv = [sys.executable, "-m", "uv"]
-    subprocess.run([*uv, "venv", "-q", "-p", interpreter, path / ".venv"], check=True)
-    python = path / ".venv" / "bin" / "python"
     installed = subprocess.run(
-        [*uv, "pip", "install", "-q", "-p", python, "-c", "constraints.txt", "-e", ".[dev]"],
+        [sys.executable, "-m", "uv", "sync", "-q", "--locked", "-p", interpreter],
         cwd=path,
         capture_output=True,
         text=True,
         check=False,
     )
     assert installed.returncode == 0, installed.stderr
-    return Project(path, answers, python)
+    return Project(path, answers, path / ".venv" / "bin" / "python")
 
 
 @contextmanager

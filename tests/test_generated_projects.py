@@ -13,14 +13,18 @@ from __future__ import annotations
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import find_python
+from copier import run_copy
 from projects import (
     PrivateRedis,
     Project,
@@ -198,10 +202,34 @@ def requirement_versions(lines: list[str]) -> dict[str, str]:
     return versions
 
 
-def test_installs_exactly_the_pinned_versions(project: Project) -> None:
-    """Every installed package is pinned by constraints.txt, at the pinned version."""
-    pins = requirement_versions((project.path / "constraints.txt").read_text().splitlines())
+def test_installs_exactly_the_locked_versions(project: Project) -> None:
+    """Every installed package is in uv.lock, at the locked version."""
+    lock = tomllib.loads((project.path / "uv.lock").read_text())
+    pins = {package["name"]: package["version"] for package in lock["package"]}
     freeze = project.run(sys.executable, "-m", "uv", "pip", "freeze", "-p", project.python)
     installed = requirement_versions(freeze.stdout.splitlines())  # the project itself: "-e ..."
     assert installed
-    assert installed == {name: pins.get(name, "not pinned") for name in installed}
+    assert installed == {name: pins.get(name, "not locked") for name in installed}
+
+
+def test_pip_alone_installs_the_project(template_dir: Path, tmp_path: Path) -> None:
+    """Without uv: the README's pip command (pip 25.1+ installs dependency groups) gives a
+    project whose own tests pass, at the newest versions pyproject.toml allows."""
+    answers = COVERING[0]
+    path = tmp_path / "project"
+    run_copy(str(template_dir), path, data=answers, defaults=True, quiet=True)
+    venv = path / "venv"
+    subprocess.run([find_python(answers["python_version"]), "-m", "venv", venv], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    upgraded = subprocess.run([*pip, "pip>=25.1"], capture_output=True, text=True, check=False)
+    assert upgraded.returncode == 0, upgraded.stderr
+    readme = (path / "README.md").read_text()
+    [command] = re.findall(r"^pip install -e \. .*$", readme, re.MULTILINE)
+    installed = subprocess.run(
+        [*pip, "-e", ".", *command.split()[4:]], cwd=path, capture_output=True, text=True
+    )
+    assert installed.returncode == 0, installed.stderr
+    tests = [str(venv / "bin" / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    tests += ["--ignore=tests/test_services.py", f"--basetemp={tmp_path / 'pytest-tmp'}"]
+    run = subprocess.run(tests, cwd=path, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import find_python
 from variants import full_product, variant_id
 
 LEFTOVER_JINJA = re.compile(r"\{\{|\{%|%\}|\{#")
@@ -53,6 +54,7 @@ def expected_paths(answers: dict[str, Any], package: str) -> dict[str, bool]:
         "migrations/env.py": True,
         "migrations/versions/0001_create_users_table.py": True,
         "pyproject.toml": True,
+        "uv.lock": True,
         ".python-version": True,
         "README.md": True,
         ".gitignore": True,
@@ -72,6 +74,7 @@ def expected_paths(answers: dict[str, Any], package: str) -> dict[str, bool]:
         f"{scripts}/celery/beat/start": docker and answers["use_celery_beat"],
         f"{scripts}/celery/flower/start": docker and answers["use_flower"],
         ".github/workflows/ci.yml": answers["ci"] == "github",
+        ".github/dependabot.yml": answers["ci"] == "github",
     }
 
 
@@ -103,6 +106,29 @@ def expected_dependencies(answers: dict[str, Any]) -> dict[str, bool]:
         "flask-migrate": True,
         "flask-sqlalchemy": True,
     }
+
+
+def check_dependabot(project: Path, config: dict[str, Any], answers: dict[str, Any]) -> None:
+    """Every file Dependabot can update has an entry, each entry a file to update, and a week
+    brings one grouped pull request per ecosystem."""
+    updates = {update["package-ecosystem"]: update for update in config["updates"]}
+    docker = {"docker", "docker-compose"} if answers["use_docker"] else set()
+    assert set(updates) == {"uv", "github-actions"} | docker
+    manifests = {
+        "uv": "uv.lock",
+        "github-actions": ".github/workflows/ci.yml",
+        "docker": "Dockerfile",
+        "docker-compose": "docker-compose.yml",
+    }
+    for ecosystem, update in updates.items():
+        for directory in update.get("directories", [update.get("directory")]):
+            assert (project / directory.lstrip("/") / manifests[ecosystem]).is_file(), ecosystem
+        assert update["schedule"]["interval"] == "weekly"
+        assert [group["patterns"] for group in update["groups"].values()] == [["*"]], ecosystem
+    if docker:
+        dockerfiles = project.glob("compose/*/*/Dockerfile")
+        directories = {f"/{path.parent.relative_to(project).as_posix()}" for path in dockerfiles}
+        assert set(updates["docker"]["directories"]) == directories
 
 
 def is_shell_script(path: Path) -> bool:
@@ -148,7 +174,16 @@ def test_variant_renders_clean(copie, template_dir: Path, answers: dict[str, Any
     # The `ruff check` below runs bandit's security rules (S) on the application code.
     assert "S" in pyproject["tool"]["ruff"]["lint"]["select"]
     assert "S" not in str(pyproject["tool"]["ruff"]["lint"].get("ignore", []))
-    dependencies = {re.split(r"[<>=~!]", dep)[0] for dep in pyproject["project"]["dependencies"]}
+    # What `uv sync` installs: the dependencies and the default groups (dev aside, the tools).
+    groups = pyproject["tool"]["uv"]["default-groups"]
+    assert "dev" in groups
+    requirements = pyproject["project"]["dependencies"] + [
+        requirement
+        for group in groups
+        if group != "dev"
+        for requirement in pyproject["dependency-groups"][group]
+    ]
+    dependencies = {re.split(r"[<>=~!]", dep)[0] for dep in requirements}
     for dependency, needed in expected_dependencies(answers).items():
         assert (dependency in dependencies) is needed, f"dependency {dependency}"
 
@@ -164,6 +199,18 @@ def test_variant_renders_clean(copie, template_dir: Path, answers: dict[str, Any
         for name in ("docker-compose.yml", "docker-compose.prod.yml"):
             compose = yaml.safe_load(text[name])
             assert set(compose["services"]) == expected_services(answers), name
+
+    # One lock serves every variant: uv finds it up to date for these answers, offline.
+    python = find_python(answers["python_version"])
+    uv_lock = [sys.executable, "-m", "uv", "lock", "--locked", "--offline", "-q", "-p", python]
+    run = subprocess.run(uv_lock, cwd=project, capture_output=True, text=True)
+    assert run.returncode == 0, f"uv.lock is stale for this variant:\n{run.stderr}"
+    lock = tomllib.loads(text["uv.lock"])
+    [own] = [package for package in lock["package"] if package.get("source") == {"editable": "."}]
+    assert set(own["dev-dependencies"]) == set(pyproject["dependency-groups"])
+
+    if answers["ci"] == "github":
+        check_dependabot(project, yaml.safe_load(text[".github/dependabot.yml"]), answers)
 
     ruff = [sys.executable, "-m", "ruff"]
     for command in (["check", "--no-cache", "."], ["format", "--check", "--no-cache", "."]):

@@ -14,12 +14,13 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, working_tree_files
+from conftest import REPO, find_python, working_tree_files
 from copier import run_copy, run_update
 
 V0_1_0 = "f2999c3769b38c4f179b95ec23a10ddd34d09756"  # the commit released as v0.1.0
@@ -175,6 +176,27 @@ def test_update_to_0_3_0_gives_the_broker_a_password(template_repo: Path, tmp_pa
     assert len(after["BROKER_PASSWORD"]) >= 32
     assert (after["LOG_LEVEL"], "CELERY_LOGLEVEL" in after) == ("DEBUG", False)
     assert "${BROKER_PASSWORD:?" in (project / "docker-compose.prod.yml").read_text()
+
+
+def test_update_from_0_2_0_installs_from_uv_lock(template_repo: Path, tmp_path: Path) -> None:
+    """0.2.0 projects installed from constraints.txt: after the update, uv.lock replaces it, and
+    uv finds the lock up to date for the project's answers, as they are."""
+    project = generate(template_repo, tmp_path / "project", "v0.2.0", database="mysql")
+    assert (project / "constraints.txt").is_file()
+    make_user_edits(project)
+
+    run_update(project, vcs_ref=LATEST, overwrite=True, conflict="rej", **COMMON)
+
+    assert_clean_merge(project)
+    assert not (project / "constraints.txt").exists()
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    assert pyproject["tool"]["uv"]["default-groups"] == ["dev", "flower", "mysql", "redis"]
+    python = find_python(
+        yaml.safe_load((project / ".copier-answers.yml").read_text())["python_version"]
+    )
+    uv_lock = [sys.executable, "-m", "uv", "lock", "--locked", "--offline", "-q", "-p", python]
+    locked = subprocess.run(uv_lock, cwd=project, capture_output=True, text=True, check=False)
+    assert locked.returncode == 0, locked.stderr
 
 
 def test_an_update_without_env_file_works(template_repo: Path, tmp_path: Path) -> None:

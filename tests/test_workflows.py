@@ -565,11 +565,13 @@ def test_generated_workflow_lints_and_tests(generated: list[Generated]) -> None:
         [python] = [step for step in steps if step.get("uses", "").startswith("actions/setup-p")]
         assert python["with"]["python-version"] == project.answers["python_version"], name
         runs = [step.get("run", "") for step in steps]
-        install = runs.index('python -m pip install -c constraints.txt -e ".[dev]"')
+        [install] = [index for index, run in enumerate(runs) if "uv sync" in run]
+        assert runs[install].split("\n")[1] == "uv sync --locked", name  # uv.lock, as it is
         [lint] = [index for index, run in enumerate(runs) if "ruff check" in run]
-        assert runs[lint].split("\n")[:2] == ["ruff check .", "ruff format --check ."], name
+        lint_commands = ["uv run --no-sync ruff check .", "uv run --no-sync ruff format --check ."]
+        assert runs[lint].split("\n")[:2] == lint_commands, name
         assert install < lint < steps.index(step_running_pytest(job)), name
-        assert step_running_pytest(job)["run"] == "pytest", name
+        assert step_running_pytest(job)["run"] == "uv run --no-sync pytest", name
 
 
 @generated_group
@@ -590,3 +592,20 @@ def test_generated_workflow_brings_the_compose_stack_up(generated: list[Generate
         assert f"curl --fail --silent --show-error http://{host}:{published}/ready" in runs
         [down] = [step for step in jobs["docker"]["steps"] if "down" in step.get("run", "")]
         assert (down["if"], down["run"]) == ("always()", "docker compose down --volumes")
+
+
+def test_template_dependabot_updates_its_own_tooling() -> None:
+    """One weekly grouped pull request per ecosystem of the template's own tools, each entry
+    pointing at the file Dependabot reads."""
+    config = yaml.safe_load((REPO / ".github" / "dependabot.yml").read_text())
+    manifests = {
+        "pip": "requirements-dev.txt",
+        "github-actions": ".github/workflows/ci.yml",
+        "npm": "package-lock.json",
+    }
+    assert {update["package-ecosystem"] for update in config["updates"]} == set(manifests)
+    for update in config["updates"]:
+        manifest = REPO / update["directory"].lstrip("/") / manifests[update["package-ecosystem"]]
+        assert manifest.is_file(), manifest
+        assert update["schedule"]["interval"] == "weekly"
+        assert [group["patterns"] for group in update["groups"].values()] == [["*"]]
