@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -25,6 +26,7 @@ from typing import Any
 
 import pytest
 from projects import (
+    PrivateRedis,
     Project,
     Service,
     basic_auth,
@@ -38,7 +40,7 @@ from projects import (
     json_request,
     listening,
 )
-from variants import STACKS, variant_id
+from variants import COVERING, STACKS, variant_id
 
 pytestmark = pytest.mark.boot
 
@@ -268,3 +270,70 @@ def test_sigterm_stops_every_service_cleanly(stack: Stack) -> None:
             pytest.fail(f"{name} ignored SIGTERM for {GRACE[name]} s\n{service.text()[-6000:]}")
         assert code == 0, f"{name} exited with {code}\n{service.text()[-3000:]}"
         assert not group_alive(service.process.pid, timeout=10), f"{name} left children behind"
+
+
+def test_honcho_runs_the_whole_project_with_one_command(template_dir: Path, tmp_path: Path) -> None:
+    """The README's native run: `honcho start` (Procfile) brings up the web app, a worker, beat
+    and Flower; a task runs end to end; Ctrl+C stops every process it started."""
+    answers = COVERING[0]
+    assert (answers["use_celery_beat"], answers["use_flower"]) == (True, True)
+    project = install(template_dir, answers, tmp_path / "project")
+    with ExitStack() as resources:
+        redis = resources.enter_context(PrivateRedis(tmp_path))
+        env = {
+            **os.environ,
+            "PATH": f"{project.bin}{os.pathsep}{os.environ['PATH']}",
+            "DATABASE_URL": resources.enter_context(fresh_database(project, tmp_path)),
+            "CELERY_BROKER_URL": redis.url,
+            "CELERY_RESULT_BACKEND": redis.url,
+            "FLASK_RUN_PORT": str(free_port()),
+            "FLOWER_PORT": str(free_port()),
+            "CELERY_BEAT_SCHEDULE": str(tmp_path / "beat-schedule"),
+            "USER_COUNT_INTERVAL": "1",
+        }
+        migrate = project.run(project.bin / "flask", "--app", "app.py", "db", "upgrade", env=env)
+        assert migrate.returncode == 0, migrate.stderr
+        log = tmp_path / "honcho.log"
+        honcho = project.spawn(project.bin / "honcho", "start", env=env, log=log)
+
+        def started() -> list[int]:
+            """honcho's processes, each the leader of a process group of its own."""
+            return [int(pid) for pid in re.findall(r"started \(pid=(\d+)\)", log.read_text())]
+
+        def kill_everything() -> None:
+            for pgid in [honcho.pid, *started()]:
+                with suppress(ProcessLookupError):
+                    os.killpg(pgid, signal.SIGKILL)
+            honcho.wait(timeout=10)
+
+        resources.callback(kill_everything)
+        web = f"http://127.0.0.1:{env['FLASK_RUN_PORT']}"
+
+        def wait(what: str, check: Callable[[], bool]) -> None:
+            deadline = time.monotonic() + 90
+            while not check():
+                assert honcho.poll() is None, f"honcho exited\n{log.read_text()[-4000:]}"
+                assert time.monotonic() < deadline, f"timed out: {what}\n{log.read_text()[-4000:]}"
+                time.sleep(0.25)
+
+        wait("the web app", lambda: listening(int(env["FLASK_RUN_PORT"])))
+        wait("the worker", lambda: " ready." in log.read_text())
+        wait("Flower", lambda: listening(int(env["FLOWER_PORT"])))
+        wait("beat", lambda: "Sending due task report-user-count" in log.read_text())
+        status, body = json_request(web, "POST", "/tasks/divide", {"x": 1, "y": 2}, timeout=10)
+        assert status == 202, body
+        state: list[Any] = []
+
+        def finished() -> bool:
+            state[:] = [json_request(web, "GET", f"/tasks/{body['task_id']}", timeout=10)[1]]
+            return state[0]["state"] == "SUCCESS"
+
+        wait("the task", finished)
+        assert state[0]["result"] == 0.5
+
+        processes = started()
+        assert len(processes) == 4, log.read_text()[-4000:]  # web, worker, beat, flower
+        honcho.send_signal(signal.SIGINT)  # Ctrl+C
+        honcho.wait(timeout=60)
+        alive = [pid for pid in processes if group_alive(pid, timeout=30)]
+        assert not alive, log.read_text()[-4000:]

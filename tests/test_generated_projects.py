@@ -65,7 +65,7 @@ def test_own_test_suite_passes(project: Project) -> None:
     run = project.run(project.python, *command, own_basetemp(project))
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
     assert " passed" in run.stdout
-    assert "skipped" not in run.stdout
+    assert not re.search(r"\d+ skipped", run.stdout)  # coverage's "files skipped" are fine
 
 
 @pytest.fixture
@@ -184,6 +184,7 @@ def test_services_tests_pass_against_real_servers(project: Project, tmp_path: Pa
                 results = resources.enter_context(fresh_redis_db(project, redis_db))
                 env["TEST_RESULT_BACKEND"] = results
         command = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_services.py"]
+        command.append("--no-cov")  # a part of the suite: the coverage floor is the whole's
         run = project.run(project.python, *command, own_basetemp(project), env=env)
     assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
     # Only passes: no test skipped for want of a server, none deselected or xfailed.

@@ -8,6 +8,8 @@ text has none of the stray blank lines or trailing spaces that Jinja tends to le
 
 from __future__ import annotations
 
+import configparser
+import fnmatch
 import os
 import re
 import subprocess
@@ -75,6 +77,8 @@ def expected_paths(answers: dict[str, Any], package: str) -> dict[str, bool]:
         f"{scripts}/celery/flower/start": docker and answers["use_flower"],
         ".github/workflows/ci.yml": answers["ci"] == "github",
         ".github/dependabot.yml": answers["ci"] == "github",
+        ".editorconfig": True,
+        "Procfile": True,
     }
 
 
@@ -131,6 +135,31 @@ def check_dependabot(project: Path, config: dict[str, Any], answers: dict[str, A
         assert set(updates["docker"]["directories"]) == directories
 
 
+def check_editorconfig(text: dict[str, str]) -> None:
+    """Every file follows the project's .editorconfig: the settings of each section whose
+    pattern matches it (``*``, ``*.ext`` and ``*.{a,b}`` patterns)."""
+    config = configparser.ConfigParser()
+    config.read_string("[preamble]\n" + text[".editorconfig"])  # `root = true` comes first
+    assert config["preamble"]["root"] == "true"
+    patterns = config.sections()[1:]
+    assert patterns[0] == "*", "the first section applies to every file"
+    for name, content in text.items():
+        settings: dict[str, str] = {}
+        for pattern in patterns:
+            choices = re.fullmatch(r"\*\.\{(.+)\}", pattern)
+            globs = [f"*.{ext}" for ext in choices[1].split(",")] if choices else [pattern]
+            if any(fnmatch.fnmatch(Path(name).name, glob) for glob in globs):
+                settings.update(config[pattern])
+        assert (settings["charset"], settings["end_of_line"]) == ("utf-8", "lf"), name
+        assert "\r" not in content, f"CRLF in {name}"
+        assert settings["indent_style"] == "space"
+        assert not re.search(r"^ *\t", content, re.MULTILINE), f"tab indentation in {name}"
+        if name.endswith((".yml", ".yaml", ".json")):
+            size = int(settings["indent_size"])
+            indents = {len(line) - len(line.lstrip(" ")) for line in content.splitlines()}
+            assert all(indent % size == 0 for indent in indents), f"indentation of {name}"
+
+
 def is_shell_script(path: Path) -> bool:
     with path.open("rb") as file:
         first_line = file.readline()
@@ -160,6 +189,11 @@ def test_variant_renders_clean(copie, template_dir: Path, answers: dict[str, Any
         if content:
             assert content.endswith("\n"), f"no newline at the end of {name}"
             assert not content.endswith("\n\n"), f"blank lines at the end of {name}"
+
+    check_editorconfig(text)
+    processes = [line.split(":")[0] for line in text["Procfile"].splitlines() if line[:1].isalpha()]
+    optional = {"beat": answers["use_celery_beat"], "flower": answers["use_flower"]}
+    assert processes == ["web", "worker"] + [name for name, chosen in optional.items() if chosen]
 
     for name, content in text.items():
         if name.endswith(".py"):
