@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import nox
@@ -121,21 +123,21 @@ def bench(session: nox.Session) -> None:
 
 
 LOCK = ROOT / "template" / "uv.lock.jinja"
-# What differs between the locks of two projects: the rest of uv.lock is the same in every one.
-LOCK_VARIABLES = {
-    'name = "flask-celery-app"': 'name = "{{ project_slug }}"',
-    'requires-python = ">=3.11"': 'requires-python = ">={{ python_version }}"',
-    'default-groups = ["dev", "flower", "postgresql", "redis"]': (
-        "default-groups = {{ dependency_groups | tojson }}"
-    ),
-}
 
 
-def lock_of(template: str) -> str:
-    """template/uv.lock.jinja as the lock of the project the lock session renders."""
-    for value, variable in LOCK_VARIABLES.items():
-        template = template.replace(variable, value)
-    return template
+def lock_variables(project: Path) -> dict[str, str]:
+    """What differs between the locks of two projects, as the rendered ``project`` has it, with
+    the template variable standing for it: the rest of uv.lock is the same in every project."""
+    pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    return {
+        f'name = "{pyproject["project"]["name"]}"': 'name = "{{ project_slug }}"',
+        f'requires-python = "{pyproject["project"]["requires-python"]}"': (
+            'requires-python = ">={{ python_version }}"'
+        ),
+        f"default-groups = {json.dumps(pyproject['tool']['uv']['default-groups'])}": (
+            "default-groups = {{ dependency_groups | tojson }}"
+        ),
+    }
 
 
 @nox.session
@@ -154,16 +156,20 @@ def lock(session: nox.Session) -> None:
         "copier", "copy", "--defaults", "--quiet", "--vcs-ref=HEAD",
         "--data=python_version=3.11", str(ROOT), str(project),
     )  # fmt: skip
+    variables = lock_variables(project)
     keep = "--keep" in session.posargs
-    if keep:
-        (project / "uv.lock").write_text(lock_of(LOCK.read_text()))
+    if keep:  # today's lock, as this project's
+        current = LOCK.read_text()
+        for value, variable in variables.items():
+            current = current.replace(variable, value)
+        (project / "uv.lock").write_text(current)
     python = interpreter("3.11")
     upgrade = [] if keep else ["--upgrade"]
     session.run("uv", "lock", "--quiet", "-p", python, *upgrade, "--project", str(project))
     text = (project / "uv.lock").read_text()
     if any(mark in text for mark in ("{{", "{%", "{#")):
         session.error("uv.lock holds Jinja syntax: it cannot be a template as it is")
-    for value, variable in LOCK_VARIABLES.items():
+    for value, variable in variables.items():
         if text.count(value) != 1:
             session.error(f"expected {value!r} once in uv.lock")
         text = text.replace(value, variable)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from conftest import find_python, require_service
 from copier import run_copy
@@ -217,16 +217,41 @@ def listening(port: int) -> bool:
     return True
 
 
-class PrivateRedis:
-    """A redis-server of the test's own on a free port, stopped and started by its PID.
+class PrivateServer:
+    """A server of the test's own on a free port, started and stopped by its PID; killed when
+    the ``with`` block ends. Subclasses say how to ``start`` it and how long it takes to stop."""
 
-    For tests that break the broker: the machine's shared Redis is never touched.
-    """
+    stop_timeout = 10.0
 
     def __init__(self, directory: Path) -> None:
         self.port = free_port()
         self.directory = directory
         self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=self.stop_timeout)
+        wait_until(f"port {self.port} to close", lambda: not listening(self.port), 10)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+class PrivateRedis(PrivateServer):
+    """A redis-server of the test's own on a free port, stopped and started by its PID.
+
+    For tests that break the broker: the machine's shared Redis is never touched.
+    """
 
     @property
     def url(self) -> str:
@@ -239,33 +264,17 @@ class PrivateRedis:
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         wait_until(f"redis-server on port {self.port}", lambda: listening(self.port), 10)
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
-        wait_until(f"port {self.port} to close", lambda: not listening(self.port), 10)
 
-    def __enter__(self) -> PrivateRedis:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
-
-
-class PrivateRabbitMQ:
+class PrivateRabbitMQ(PrivateServer):
     """A RabbitMQ node of the test's own: its node name, ports and data directory, the Debian
     package's server, no plugin. Stopped by its PID (SIGTERM: a clean shutdown) and started again
     on the same data, as a broker restart would."""
 
     SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
+    stop_timeout = 60.0
 
     def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        self.directory = directory
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(directory)
         (directory / "enabled_plugins").write_text("[].\n")
         self.env = {
             **os.environ,
@@ -295,27 +304,12 @@ class PrivateRabbitMQ:
         )
         wait_until(f"RabbitMQ on port {self.port}", lambda: listening(self.port), 120)
 
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=60)
-        wait_until(f"port {self.port} to close", lambda: not listening(self.port), 10)
-
     def block_publishers(self) -> None:
         """Raise a memory alarm, as a node short of memory does: RabbitMQ then stops reading from
         every connection that publishes (until the alarm clears)."""
         ctl = [str(self.SERVER.with_name("rabbitmqctl")), "-n", self.env["RABBITMQ_NODENAME"]]
         watermark = [*ctl, "set_vm_memory_high_watermark", "0.000001"]
         subprocess.run(watermark, env=self.env, capture_output=True, check=True, timeout=120)
-
-    def __enter__(self) -> PrivateRabbitMQ:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
 
 
 @dataclass
@@ -349,3 +343,17 @@ def kill_groups(processes: list[subprocess.Popen[bytes]]) -> None:
         with suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+def stop_within(process: subprocess.Popen[bytes], log: Path, name: str, grace: float) -> int:
+    """SIGTERM ``process`` and its exit status within ``grace`` seconds. A process that ignores
+    it gets SIGABRT (with PYTHONFAULTHANDLER=1 in its environment, every thread's stack goes to
+    ``log``) and the test fails with the end of that log."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)
+        process.wait(timeout=10)
+        text = log.read_text(errors="replace")[-6000:]
+        raise AssertionError(f"{name} ignored SIGTERM for {grace} s\n{text}") from None

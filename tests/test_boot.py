@@ -15,7 +15,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -39,6 +38,7 @@ from projects import (
     install,
     json_request,
     listening,
+    stop_within,
 )
 from variants import COVERING, STACKS, variant_id
 
@@ -261,13 +261,7 @@ def test_sigterm_stops_every_service_cleanly(stack: Stack) -> None:
     """SIGTERM to each start script's process stops it, and all its children, within its grace."""
     for name in ("flower", "beat", "web", "worker"):
         service = stack.services[name]
-        service.process.send_signal(signal.SIGTERM)
-        try:
-            code = service.process.wait(timeout=GRACE[name])
-        except subprocess.TimeoutExpired:
-            service.process.send_signal(signal.SIGABRT)  # faulthandler dumps every thread's stack
-            service.process.wait(timeout=10)
-            pytest.fail(f"{name} ignored SIGTERM for {GRACE[name]} s\n{service.text()[-6000:]}")
+        code = stop_within(service.process, service.log, name, GRACE[name])
         assert code == 0, f"{name} exited with {code}\n{service.text()[-3000:]}"
         assert not group_alive(service.process.pid, timeout=10), f"{name} left children behind"
 

@@ -23,7 +23,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from projects import (
     json_request,
     kill_groups,
     listening,
+    stop_within,
     wait_until,
 )
 
@@ -443,13 +444,7 @@ def test_rabbitmq_blocking_publishers_hangs_no_request_nor_beat(
             30,
             app.diagnostics,
         )
-        beat.send_signal(signal.SIGTERM)
-        try:
-            code = beat.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            beat.send_signal(signal.SIGABRT)
-            beat.wait(timeout=10)
-            pytest.fail(f"beat ignored SIGTERM for 15 s\n{beat_log.read_text()[-6000:]}")
+        code = stop_within(beat, beat_log, "beat", 15)
         assert code == 0, beat_log.read_text()[-3000:]
 
 
@@ -598,18 +593,27 @@ class PrivatePostgres:
         shutil.rmtree(self.data, ignore_errors=True)
 
 
-def test_database_outage_is_a_503_and_recovers_without_restart(
-    redis_project: Project, tmp_path: Path
-) -> None:
+@contextmanager
+def web_on_private_postgres(
+    project: Project, tmp_path: Path
+) -> Iterator[tuple[WebApp, PrivatePostgres]]:
+    """The web app running on a PostgreSQL cluster of the test's own (and a private Redis)."""
     database = PrivatePostgres()
     with PrivateRedis(tmp_path) as broker, ExitStack() as stack:
         stack.callback(database.remove)
         database.init()
         database.start()
-        app = web_app(redis_project, tmp_path, database.url, broker.url)
+        app = web_app(project, tmp_path, database.url, broker.url)
         stack.callback(app.stop)
         app.start("web", "compose/production/flask/start")
         wait_until("the web app", lambda: listening(int(app.env["PORT"])), 60, app.diagnostics)
+        yield app, database
+
+
+def test_database_outage_is_a_503_and_recovers_without_restart(
+    redis_project: Project, tmp_path: Path
+) -> None:
+    with web_on_private_postgres(redis_project, tmp_path) as (app, database):
         ada = {"username": "ada", "email": "ada@example.com"}
         assert app.request("POST", "/users", ada)[0] == 201
 
@@ -632,15 +636,7 @@ def test_database_outage_is_a_503_and_recovers_without_restart(
 def test_welcome_is_sent_after_a_database_outage(redis_project: Project, tmp_path: Path) -> None:
     """welcome_user retries database errors with a backoff: the welcome of a user created just
     before the database went away is sent once it is back, with no one running send-welcomes."""
-    database = PrivatePostgres()
-    with PrivateRedis(tmp_path) as broker, ExitStack() as stack:
-        stack.callback(database.remove)
-        database.init()
-        database.start()
-        app = web_app(redis_project, tmp_path, database.url, broker.url)
-        stack.callback(app.stop)
-        app.start("web", "compose/production/flask/start")
-        wait_until("the web app", lambda: listening(int(app.env["PORT"])), 60, app.diagnostics)
+    with web_on_private_postgres(redis_project, tmp_path) as (app, database):
         status, grace, _ = app.request("POST", "/users", {"username": "grace", "email": "g@b.io"})
         assert status == 201, grace  # its welcome waits in the broker: no worker runs yet
 
