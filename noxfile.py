@@ -64,6 +64,7 @@ def project_checks(session: nox.Session) -> None:
     session.run(".venv/bin/python", "-m", "pytest", "-q", external=True)
     session.run(".venv/bin/ruff", "check", ".", external=True)
     session.run(".venv/bin/ruff", "format", "--check", ".", external=True)
+    session.run(".venv/bin/mypy", external=True)
 
 
 VARIANT_IDS = [variant_id(answers) for answers in COVERING]

@@ -1,9 +1,12 @@
 """Alembic environment: migrations run against the Flask app's database."""
 
 import logging
+from collections.abc import Iterable
 from logging.config import fileConfig
 
 from alembic import context
+from alembic.operations.ops import MigrationScript
+from alembic.runtime.migration import MigrationContext
 from flask import current_app
 
 config = context.config
@@ -31,9 +34,15 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     """Run migrations on a connection to the app's database."""
 
-    def process_revision_directives(context, revision, directives):
+    def process_revision_directives(
+        context: MigrationContext,
+        revision: str | Iterable[str | None],
+        directives: list[MigrationScript],
+    ) -> None:
         # `flask db migrate` with no model change: write no empty revision.
-        if getattr(config.cmd_opts, "autogenerate", False) and directives[0].upgrade_ops.is_empty():
+        autogenerate = getattr(config.cmd_opts, "autogenerate", False)
+        upgrade_ops = directives[0].upgrade_ops
+        if autogenerate and upgrade_ops is not None and upgrade_ops.is_empty():
             directives[:] = []
             logger.info("No changes in schema detected.")
 

@@ -159,7 +159,7 @@ def nested_json(draw: st.DrawFn) -> str:
 
     Python's parser gives up (RecursionError) past about 1,000 levels on 3.11, 10,000 on 3.13.
     """
-    depth = 2 ** draw(st.integers(min_value=9, max_value=16))
+    depth: int = 2 ** draw(st.integers(min_value=9, max_value=16))
     opening, closing = draw(st.sampled_from([("[", "]"), ('{"x":', "}"), ('{"x":[', "]}")]))
     value = draw(st.sampled_from(["", "1", "NaN"]))
     return opening * depth + value + (closing * depth if draw(st.booleans()) else "")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from flask.testing import FlaskClient
 
@@ -21,7 +23,7 @@ def test_created_user_is_read_back(client: FlaskClient) -> None:
     assert response.get_json() == {"id": user_id, **ADA}
 
 
-def names(page: dict) -> list[str]:
+def names(page: dict[str, Any]) -> list[str]:
     return [user["username"] for user in page["users"]]
 
 
@@ -98,7 +100,7 @@ def test_user_id_beyond_any_column_is_404(client: FlaskClient, user_id: str) -> 
         {"username": "other", "email": "ada@example.com"},
     ],
 )
-def test_duplicate_user_is_409(client: FlaskClient, duplicate: dict) -> None:
+def test_duplicate_user_is_409(client: FlaskClient, duplicate: dict[str, str]) -> None:
     assert client.post("/users", json=ADA).status_code == 201
     response = client.post("/users", json=duplicate)
     assert response.status_code == 409
@@ -124,7 +126,7 @@ def test_duplicate_user_is_409(client: FlaskClient, duplicate: dict) -> None:
         ({"username": "ada\ud800", "email": "ada@example.com"}, "username"),
     ],
 )
-def test_invalid_fields_are_400(client: FlaskClient, body: dict, field: str) -> None:
+def test_invalid_fields_are_400(client: FlaskClient, body: dict[str, Any], field: str) -> None:
     response = client.post("/users", json=body)
     assert response.status_code == 400
     error = response.get_json()

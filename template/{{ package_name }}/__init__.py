@@ -44,7 +44,9 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
 
     if hops := app.config.get("PROXY_HOPS"):
         # Behind proxies: the scheme, host and client address are those the first proxy saw.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
+        )
 
     db.init_app(app)
     if app.testing or _run_by_flask_cli():

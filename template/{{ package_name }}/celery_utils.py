@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery, Task
 from celery.signals import celeryd_init
 from flask import Flask
+from kombu.connection import ConnectionPool
 from kombu.exceptions import OperationalError
 
 
@@ -17,7 +18,7 @@ def celery_init_app(app: Flask) -> Celery:
     ``current_app`` like a view does.
     """
 
-    class FlaskTask(Task):
+    class FlaskTask(Task[Any, Any]):
         # Seconds before a retry: after `self.retry()`, or after the worker process running
         # the task died (see task_retry_on_worker_lost in config.py).
         default_retry_delay = 5
@@ -36,7 +37,7 @@ def celery_init_app(app: Flask) -> Celery:
                     raise OperationalError(f"The result backend is unreachable: {error}") from error
                 raise
 
-    celery_app = Celery(app.name, task_cls=FlaskTask)
+    celery_app: Celery = Celery(app.name, task_cls=FlaskTask)
     celery_app.config_from_object(app.config["CELERY"])
     celery_app.set_default()
     app.extensions["celery"] = celery_app
@@ -62,8 +63,9 @@ def broker_available(celery_app: Celery, timeout: float = 2.0) -> bool:
 
     On a connection of Celery's pool: a probe every few seconds opens no new connection.
     """
+    pool = cast(ConnectionPool, celery_app.pool)  # celery-types has it a ProducerPool
     try:
-        with celery_app.pool.acquire(block=True, timeout=timeout) as connection:
+        with pool.acquire(block=True, timeout=timeout) as connection:
             try:
                 connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
                 # A round trip, since an open connection may be stale.

@@ -6,10 +6,11 @@ import json
 import logging
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask
 from kombu.exceptions import OperationalError as BrokerError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
+from werkzeug.wrappers import Response
 
 from .extensions import db
 from .validation import ValidationError

@@ -97,7 +97,7 @@ def _positive_argument(name: str, default: int) -> int:
 
 def _user_fields(data: dict[str, Any]) -> tuple[str, str]:
     """``username`` and ``email`` from a request body, or a ValidationError naming each problem."""
-    username, email = data.get("username"), data.get("email")
+    username, email = data.get("username", ""), data.get("email", "")
     problems = {}
     if not isinstance(username, str) or not username:
         problems["username"] = "required, a non-empty string"
