@@ -59,6 +59,45 @@ def working_tree_files(repo: Path = REPO) -> list[str]:
     return [p for p in out.decode().split("\0") if p and (repo / p).is_file()]
 
 
+def git(cwd: Path, *args: str) -> str:
+    """The output of ``git *args`` run in ``cwd``; CalledProcessError when it fails."""
+    return subprocess.run(
+        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout
+
+
+V0_1_0 = "f2999c3769b38c4f179b95ec23a10ddd34d09756"  # the commit released as v0.1.0
+V0_2_0 = "1cecb315b8898240bb2ed1573a3555db9418892b"  # the commit released as v0.2.0
+WORKING_TREE_RELEASE = "v0.3.0"  # the tag template_repo gives the working tree
+
+
+@pytest.fixture(scope="module")
+def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A template repository tagged v0.1.0 and v0.2.0 (the released commits) and v0.3.0 (the
+    working tree): what `copier update` reads releases from (tests/test_update.py and
+    tests/test_template_update.py). One per test module: a module may add releases on top."""
+    repo = tmp_path_factory.mktemp("releases") / "flask-celery-template"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    for commit, tag in ((V0_1_0, "v0.1.0"), (V0_2_0, "v0.2.0")):
+        git(repo, "rm", "-q", "-r", "--ignore-unmatch", ".")
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", commit], cwd=REPO, check=True, capture_output=True
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(repo)], input=archive, check=True)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", tag)
+        git(repo, "tag", tag)
+    git(repo, "rm", "-q", "-r", ".")
+    for rel in working_tree_files():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, repo / rel)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", WORKING_TREE_RELEASE)
+    git(repo, "tag", WORKING_TREE_RELEASE)
+    return repo
+
+
 @pytest.fixture(scope="session")
 def template_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A plain (non-git) copy of the working tree: renders are faster and see uncommitted work."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tomllib
@@ -20,46 +19,12 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import REPO, find_python, working_tree_files
+from conftest import find_python, git
 from copier import run_copy, run_update
 
-V0_1_0 = "f2999c3769b38c4f179b95ec23a10ddd34d09756"  # the commit released as v0.1.0
-V0_2_0 = "1cecb315b8898240bb2ed1573a3555db9418892b"  # the commit released as v0.2.0
-LATEST = "v0.3.0"  # the working tree
+LATEST = "v0.3.0"  # the working tree (conftest.py: template_repo)
 COMMON = {"defaults": True, "quiet": True, "unsafe": True}  # unsafe: updates run _migrations
 SECRET_FILES = {".env"}  # random per generation: compared separately
-
-
-def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
-    ).stdout
-
-
-@pytest.fixture(scope="module")
-def template_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A template repository tagged v0.1.0 and v0.2.0 (the released commits) and v0.3.0 (the
-    working tree)."""
-    repo = tmp_path_factory.mktemp("releases") / "flask-celery-template"
-    repo.mkdir()
-    git(repo, "init", "-q")
-    for commit, tag in ((V0_1_0, "v0.1.0"), (V0_2_0, "v0.2.0")):
-        git(repo, "rm", "-q", "-r", "--ignore-unmatch", ".")
-        archive = subprocess.run(
-            ["git", "archive", "--format=tar", commit], cwd=REPO, check=True, capture_output=True
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(repo)], input=archive, check=True)
-        git(repo, "add", "-A")
-        git(repo, "commit", "-q", "-m", tag)
-        git(repo, "tag", tag)
-    git(repo, "rm", "-q", "-r", ".")
-    for rel in working_tree_files():
-        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, repo / rel)
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", LATEST)
-    git(repo, "tag", LATEST)
-    return repo
 
 
 def generate(template_repo: Path, dst: Path, ref: str, **answers: Any) -> Path:

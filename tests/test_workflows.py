@@ -48,6 +48,7 @@ GENERATED_SERVICES = {
 }
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "redis": 6379, "rabbitmq": 5672}
 # The template files the generated-workflow checks read (paths in template/).
+UPDATE_SCRIPT = ".github/scripts/template_update.py"  # template-update.yml runs it
 READ_FROM_TEMPLATE = (
     "{% if ci == 'github' %}.github{% endif %}/",
     "tests/test_services.py.jinja",
@@ -383,9 +384,10 @@ def test_gate_fails_unless_every_other_job_succeeded(ci: dict[str, Any]) -> None
 @dataclass
 class Generated:
     answers: dict[str, Any]
-    workflow: str
+    workflow: str  # .github/workflows/ci.yml
     services_test: str
     compose: str | None
+    workflows: dict[str, str]  # every file of .github/workflows, ci.yml included, by name
 
 
 def template_subset(template_dir: Path, directory: Path) -> Path:
@@ -405,7 +407,7 @@ def template_subset(template_dir: Path, directory: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def generated(template_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Generated]:
-    """Every ci=github variant of the full product: its workflow and the files it relies on."""
+    """Every ci=github variant of the full product: its workflows and the files they rely on."""
     root = tmp_path_factory.mktemp("workflows")
     template = template_subset(template_dir, root)
     projects = []
@@ -416,12 +418,18 @@ def generated(template_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> l
         run_copy(str(template), dst, data=answers, defaults=True, quiet=True)
         compose = dst / "docker-compose.yml"
         assert compose.is_file() is answers["use_docker"]
+        workflows = {
+            path.name: path.read_text() for path in (dst / ".github" / "workflows").iterdir()
+        }
+        assert {"ci.yml", "template-update.yml"} <= set(workflows)
+        assert (dst / UPDATE_SCRIPT).is_file()
         projects.append(
             Generated(
                 answers,
-                (dst / ".github" / "workflows" / "ci.yml").read_text(),
+                workflows["ci.yml"],
                 (dst / "tests" / "test_services.py").read_text(),
                 compose.read_text() if answers["use_docker"] else None,
+                workflows,
             )
         )
     assert len(projects) == len(full_product()) // 2
@@ -430,10 +438,15 @@ def generated(template_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> l
 
 @pytest.fixture(scope="session")
 def distinct(generated: list[Generated], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The distinct generated workflows, in one directory, each named after a variant."""
+    """The distinct generated workflows, in one directory, each named after a variant and its
+    file (every workflow of .github/workflows: ci.yml, template-update.yml)."""
     directory = tmp_path_factory.mktemp("distinct-workflows")
-    for project in {project.workflow: project for project in generated}.values():
-        (directory / f"{variant_id(project.answers)}.yml").write_text(project.workflow)
+    names: dict[str, str] = {}
+    for project in generated:
+        for name, text in project.workflows.items():
+            names.setdefault(text, f"{variant_id(project.answers)}-{name}")
+    for text, name in names.items():
+        (directory / name).write_text(text)
     return directory
 
 
@@ -474,11 +487,41 @@ def test_generated_workflow_depends_only_on_what_it_tests(generated: list[Genera
 
 
 @generated_group
+def test_generated_template_update_workflow(generated: list[Generated]) -> None:
+    """Weekly and by hand, it runs the update script (tests/test_template_update.py tests it)
+    with the Copier of requirements-dev.txt, a token that can push and open pull requests and
+    nothing else; the same file in every project."""
+    [text] = {project.workflows["template-update.yml"] for project in generated}
+    workflow = load_workflow(text)
+    assert set(workflow["on"]) == {"schedule", "workflow_dispatch"}
+    [schedule] = workflow["on"]["schedule"]
+    _minute, _hour, day, month, weekday = schedule["cron"].split()
+    assert (day, month) == ("*", "*")
+    assert weekday.isdigit()  # one day a week
+    assert workflow["permissions"] == {}
+    [job] = workflow["jobs"].values()
+    assert job["permissions"] == {"contents": "write", "pull-requests": "write"}
+    steps = job["steps"]
+    requirements = (REPO / "requirements-dev.txt").read_text()
+    [copier] = re.findall(r"^copier==\S+$", requirements, re.M)
+    [install] = [step["run"] for step in steps if "pip install copier" in step.get("run", "")]
+    assert install.split("#")[0].split() == ["python", "-m", "pip", "install", copier]
+    [update] = [step for step in steps if UPDATE_SCRIPT in step.get("run", "")]
+    assert update["run"].splitlines() == ["gh auth setup-git", f"python {UPDATE_SCRIPT}"]
+    token = "${{ secrets.TEMPLATE_UPDATE_TOKEN || github.token }}"
+    assert update["env"]["GH_TOKEN"] == token
+
+
+@generated_group
 def test_workflows_pin_every_action_to_a_commit(generated: list[Generated]) -> None:
     """Pinned as zizmor's unpinned-uses wants, with the version in a comment, the same pin in
     every workflow; checkouts keep no credentials; permissions, timeouts, concurrency set."""
     texts = {path.name: path.read_text() for path in template_workflows()}
-    texts |= {variant_id(project.answers): project.workflow for project in generated}
+    texts |= {
+        f"{variant_id(project.answers)}/{name}": text
+        for project in generated
+        for name, text in project.workflows.items()
+    }
     pins: dict[str, set[str]] = {}
     for name, text in texts.items():
         uses = list(USES.finditer(text))
