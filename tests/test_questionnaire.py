@@ -121,8 +121,8 @@ INVALID_ANSWERS = [
     # 16. blank description
     bad("description", " ", "description must not be blank"),
     # 17. Python versions outside the supported range
-    bad("python_version", "3.10", "'3.10' is not in ['3.11', '3.12', '3.13']"),
-    bad("python_version", "3.14", "'3.14' is not in"),
+    bad("python_version", "3.10", "'3.10' is not in ['3.11', '3.12', '3.13', '3.14', '3.15']"),
+    bad("python_version", "3.16", "'3.16' is not in"),
     bad("python_version", "3", "'3' is not in"),
     # 18. unknown database, 19. unknown broker, 20. unknown result backend, 21. unknown CI
     bad("database", "mongodb", "'mongodb' is not in ['sqlite', 'postgresql', 'mysql']"),
