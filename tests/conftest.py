@@ -33,7 +33,10 @@ def pytest_configure(config: pytest.Config) -> None:
     if settings is None:
         settings = REPO / ".pytest_cache" / "copier-settings.yml"
         settings.parent.mkdir(parents=True, exist_ok=True)
-    settings.write_text("defaults: {}\n")
+    # Every xdist worker runs this while the others may be reading the file: replace it whole.
+    partial = settings.with_name(f"{settings.name}.{os.getpid()}")
+    partial.write_text("defaults: {}\n")
+    partial.replace(settings)
     os.environ["COPIER_SETTINGS_PATH"] = str(settings)
     # Git identity for commits made by tests, whatever the machine's git config says.
     for var, value in {

@@ -100,6 +100,7 @@ INVALID_ANSWERS = [
     bad("package_name", "redis", DEPENDENCY_MESSAGE),
     bad("package_name", "kombu", DEPENDENCY_MESSAGE),
     bad("package_name", "sqlalchemy", DEPENDENCY_MESSAGE),
+    bad("package_name", "mypy", DEPENDENCY_MESSAGE),  # it would shadow the type checker
     # 12. files and folders of the generated project
     bad("package_name", "app", "is a file or folder of the project"),
     bad("package_name", "tests", "is a file or folder of the project"),

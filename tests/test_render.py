@@ -2,8 +2,8 @@
 
 For each variant of the full product (python_version rotating across it): no leftover Jinja, the
 files and compose services that match the answers and no others, every Python file compiles,
-every YAML and TOML file parses, ruff check and ruff format are clean, shellcheck passes, and the
-text has none of the stray blank lines or trailing spaces that Jinja tends to leave.
+every YAML and TOML file parses, ruff check, ruff format and mypy are clean, shellcheck passes,
+and the text has none of the stray blank lines or trailing spaces that Jinja tends to leave.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import find_python
+from copier import run_copy
 from variants import CHROOT_PYTHONS, full_product, variant_id
 
 LEFTOVER_JINJA = re.compile(r"\{\{|\{%|%\}|\{#")
@@ -160,6 +161,46 @@ def check_editorconfig(text: dict[str, str]) -> None:
             assert all(indent % size == 0 for indent in indents), f"indentation of {name}"
 
 
+@pytest.fixture(scope="session")
+def typing_python(template_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The Python of a virtualenv with every dependency group of uv.lock (not the project):
+    every variant's mypy runs on it, since one lock serves them all."""
+    project = tmp_path_factory.mktemp("typing") / "project"
+    run_copy(str(template_dir), project, defaults=True, quiet=True)
+    venv = project.parent / "venv"
+    sync = [sys.executable, "-m", "uv", "sync", "-q", "--locked", "--all-groups"]
+    sync += ["--no-install-project", "-p", find_python("3.13")]
+    env = {**os.environ, "UV_PROJECT_ENVIRONMENT": str(venv)}
+    run = subprocess.run(sync, cwd=project, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    return venv / "bin" / "python"
+
+
+def mypy(project: Path, python: Path, python_version: str) -> subprocess.CompletedProcess[str]:
+    """The project's `mypy` (its [tool.mypy]), checking the code as ``python_version`` runs it."""
+    cache = python.parent.parent.parent / "mypy-cache"  # shared: the libraries are checked once
+    command = [python, "-m", "mypy", "--cache-dir", cache, "--python-version", python_version]
+    return subprocess.run(command, cwd=project, capture_output=True, text=True)
+
+
+def test_mypy_reports_a_type_error(template_dir: Path, tmp_path: Path, typing_python: Path) -> None:
+    """The type check is no formality: a view that returns a number where a response is due,
+    and a task called with a string, fail it."""
+    project = tmp_path / "project"
+    run_copy(str(template_dir), project, defaults=True, quiet=True)
+    package = project / "flask_celery_app"
+    assert mypy(project, typing_python, "3.13").returncode == 0
+    views = package / "users" / "views.py"
+    views.write_text(views.read_text().replace("return jsonify(user.to_dict())", "return 42", 1))
+    tasks = package / "tasks" / "views.py"
+    tasks.write_text(tasks.read_text() + '\n\ndef misuse() -> None:\n    divide.delay("x")\n')
+    run = mypy(project, typing_python, "3.13")
+    assert run.returncode == 1
+    errors = {line.split(":")[0] for line in run.stdout.splitlines() if ": error:" in line}
+    expected = {f"flask_celery_app/{blueprint}/views.py" for blueprint in ("users", "tasks")}
+    assert errors == expected, run.stdout
+
+
 def is_shell_script(path: Path) -> bool:
     with path.open("rb") as file:
         first_line = file.readline()
@@ -167,7 +208,9 @@ def is_shell_script(path: Path) -> bool:
 
 
 @pytest.mark.parametrize("answers", full_product(), ids=variant_id)
-def test_variant_renders_clean(copie, template_dir: Path, answers: dict[str, Any]) -> None:
+def test_variant_renders_clean(
+    copie, template_dir: Path, typing_python: Path, answers: dict[str, Any]
+) -> None:
     result = copie.copy(extra_answers=answers, template_dir=template_dir)
     assert result.exit_code == 0, result.exception
     # pytest-copie passes answers as defaults: a misspelled key would silently test the default.
@@ -252,6 +295,8 @@ def test_variant_renders_clean(copie, template_dir: Path, answers: dict[str, Any
     for command in (["check", "--no-cache", "."], ["format", "--check", "--no-cache", "."]):
         run = subprocess.run([*ruff, *command], cwd=project, capture_output=True, text=True)
         assert run.returncode == 0, f"ruff {command[0]}:\n{run.stdout}{run.stderr}"
+    run = mypy(project, typing_python, answers["python_version"])
+    assert run.returncode == 0, f"mypy:\n{run.stdout}{run.stderr}"
 
     scripts = [path for path in files.values() if is_shell_script(path)]
     assert bool(scripts) is answers["use_docker"]

@@ -611,8 +611,8 @@ def test_generated_workflow_lints_and_tests(generated: list[Generated]) -> None:
         [install] = [index for index, run in enumerate(runs) if "uv sync" in run]
         assert runs[install].split("\n")[1] == "uv sync --locked", name  # uv.lock, as it is
         [lint] = [index for index, run in enumerate(runs) if "ruff check" in run]
-        lint_commands = ["uv run --no-sync ruff check .", "uv run --no-sync ruff format --check ."]
-        assert runs[lint].split("\n")[:2] == lint_commands, name
+        lint_commands = ["ruff check .", "ruff format --check .", "mypy"]
+        assert runs[lint].split("\n")[:3] == [f"uv run --no-sync {c}" for c in lint_commands]
         assert install < lint < steps.index(step_running_pytest(job)), name
         assert step_running_pytest(job)["run"] == "uv run --no-sync pytest", name
 
