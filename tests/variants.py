@@ -45,6 +45,14 @@ AXES: dict[str, tuple[Any, ...]] = {
 }
 
 
+# The observability questions change one module each and add a dependency group: they rotate
+# across the full product (every pair of values meets every value of every axis), not in it.
+OBSERVABILITY: list[dict[str, bool]] = [
+    {"use_opentelemetry": otel, "use_sentry": sentry}
+    for otel, sentry in itertools.product((False, True), repeat=2)
+]
+
+
 def variant_id(answers: dict[str, Any]) -> str:
     """A short readable id: ``postgresql-redis-res_redis-beat-flower-docker-github-py3.13``."""
     flags = [
@@ -56,17 +64,23 @@ def variant_id(answers: dict[str, Any]) -> str:
         "docker" if answers["use_docker"] else "nodocker",
         f"ci_{answers['ci']}",
     ]
+    optional = {"otel": "use_opentelemetry", "sentry": "use_sentry"}
+    flags += [flag for flag, question in optional.items() if answers.get(question)]
     if "python_version" in answers:
         flags.append(f"py{answers['python_version']}")
     return "-".join(flags)
 
 
 def full_product() -> list[dict[str, Any]]:
-    """Every combination of the axes, with python_version rotating across them."""
+    """Every combination of the axes, with python_version and OBSERVABILITY rotating across
+    them (5 and 4 values: every pair of the two meets in the product's 192)."""
     combos = itertools.product(*AXES.values())
-    count = len(PYTHON_VERSIONS)
     return [
-        {**dict(zip(AXES, combo, strict=True)), "python_version": PYTHON_VERSIONS[i % count]}
+        {
+            **dict(zip(AXES, combo, strict=True)),
+            **OBSERVABILITY[i % len(OBSERVABILITY)],
+            "python_version": PYTHON_VERSIONS[i % len(PYTHON_VERSIONS)],
+        }
         for i, combo in enumerate(combos)
     ]
 
@@ -102,6 +116,8 @@ COVERING: list[dict[str, Any]] = [
         "use_flower": False,
         "use_docker": True,
         "ci": "github",
+        "use_opentelemetry": True,
+        "use_sentry": True,
         "python_version": "3.12",
     },
     {
@@ -112,6 +128,7 @@ COVERING: list[dict[str, Any]] = [
         "use_flower": True,
         "use_docker": False,
         "ci": "none",
+        "use_sentry": True,
         "python_version": "3.11",
     },
 ]
