@@ -15,6 +15,7 @@ from .errors import register_error_handlers
 from .extensions import db, include_name
 from .logs import configure_logging
 from .main import main_blueprint
+from .request_id import init_app as init_request_id
 from .tasks import tasks_blueprint
 from .users import users_blueprint
 from .users.models import User, Welcome
@@ -48,6 +49,7 @@ def create_app(config_name: str | None = None, overrides: Mapping[str, Any] | No
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops
         )
 
+    init_request_id(app)  # first: every other hook and view may log
     db.init_app(app)
     if app.testing or _run_by_flask_cli():
         # Only `flask db` and the tests need Flask-Migrate: it imports alembic, 10% of the web
