@@ -17,6 +17,7 @@ import re
 import signal
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
@@ -190,6 +191,26 @@ def test_user_is_stored_in_the_real_database(stack: Stack) -> None:
     assert status == 201, user
     assert stack.request("GET", f"/users/{user['id']}") == (200, user)
     assert stack.request("POST", "/users", {"username": "ada", "email": "x@example.com"})[0] == 409
+
+
+def test_a_request_id_is_on_the_lines_of_both_processes(stack: Stack) -> None:
+    """The id a client sends comes back, and is on the web server's access line and on the
+    worker's lines of the task the request queued."""
+    request_id = f"boot-{uuid.uuid4().hex}"
+    name = f"rid{request_id[-8:]}"
+    request = urllib.request.Request(
+        f"{stack.web}/users",
+        data=json.dumps({"username": name, "email": f"{name}@example.com"}).encode(),
+        headers={"Content-Type": "application/json", "X-Request-ID": request_id},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers["X-Request-ID"] == request_id
+        user_id = json.load(response)["id"]
+    web, worker = stack.services["web"], stack.services["worker"]
+    stack.wait_for("the id on the access line", lambda: f"request={request_id}" in web.text())
+    welcomed = re.compile(rf"welcome_user\[[^]]+\] request={request_id}: Welcomed user {user_id}\b")
+    stack.wait_for("the id on the worker's line", lambda: bool(welcomed.search(worker.text())))
 
 
 def poll_task(stack: Stack, task_id: str, timeout: float = 30) -> dict[str, Any]:
