@@ -11,7 +11,10 @@ numbers), and measures, in one run:
 - Celery round trip p50/p95 of a no-op task against Redis PING, and the throughput of 2,000 no-op
   tasks with the generated worker settings against Celery's defaults;
 - cold start (``from app import app``, the worker's time to ready), idle RSS of web and worker;
-- ``copier copy`` time, and optionally the wall time of the template's own test suite.
+- ``copier copy`` time, and optionally the wall time of the template's own test suite;
+- the cost of each observability option: ``POST /tasks/divide`` req/s and the task round trip of
+  the default variant with OpenTelemetry on (exporting to a local sink), with Sentry on (its DSN a
+  local sink), and with neither, booted one after the other in ABC CBA order.
 
 It prints a markdown table of ratios with PASS/FAIL per target (it asserts nothing) and writes
 benchmarks/results/latest.json and latest.md. docs/performance.md explains every row.
@@ -31,12 +34,14 @@ import statistics
 import subprocess
 import sys
 import sysconfig
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from contextlib import ExitStack, suppress
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +75,16 @@ SUITES = {
     "skip": None,
     "fast": ["-q"],  # pyproject.toml's default: the fast tier
     "full": ["-q", "-m", "not compose"],  # the compose tests have their own run (-n 0)
+}
+# The questions whose cost is measured, with the variables that switch them on (the sink's URL
+# filled in). Each is the default variant plus that one question.
+OBSERVABILITY = {
+    "neither": ({}, {}),
+    "OpenTelemetry": (
+        {"use_opentelemetry": True},
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": "{sink}", "OTEL_BSP_SCHEDULE_DELAY": "500"},
+    ),
+    "Sentry": ({"use_sentry": True}, {"SENTRY_DSN": "{scheme}://public@{host}/1"}),
 }
 TARGETS = {
     "get_vs_flask_run": 3.0,  # GET / req/s, at least 3x the same app under `flask run`
@@ -340,6 +355,124 @@ def wrk(url: str, options: argparse.Namespace, duration: int, request: dict[str,
     }
 
 
+class Sink(ThreadingHTTPServer):
+    """Answers 200 to every POST (an OTLP collector's, Sentry's ingest) and counts them by path."""
+
+    def __init__(self) -> None:
+        self.posts: Counter[str] = Counter()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                sink.posts[self.path] += 1
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def divide_and_round_trip(
+    project: Project, env: dict[str, str], logs: Path, options: argparse.Namespace
+) -> dict[str, Any]:
+    """Boot ``project``'s web and worker with ``env``; wrk on ``POST /tasks/divide``, then the
+    task round trip (ms, bench_client.py); stop them."""
+    with ExitStack() as stack:
+        services = Services(project, env, logs)
+        stack.callback(services.stop_all)
+        run([project.bin / "flask", "--app", "app.py", "db", "upgrade"], cwd=project.path, env=env)
+        start = project.path / SCRIPTS
+        script = copy_script(
+            start / "celery" / "worker" / "start",
+            logs / "worker",
+            "app.celery",
+            "bench_tasks.celery",
+        )
+        worker = services.start("worker", script)
+        services.wait_for("the worker", lambda: " ready." in worker.text())
+        services.start("web", start / "start")
+        web = f"http://127.0.0.1:{env['PORT']}"
+        services.wait_for("the web app", lambda: http("GET", web + "/health")[0] == 200)
+        url = web + "/tasks/divide"
+        request = {"method": "POST", "body": {"x": 1, "y": 2}}
+        if options.warmup:
+            wrk(url, options, options.warmup, request)
+        outcome = wrk(url, options, options.duration, request)
+        if outcome["errors"]:
+            raise BenchError(f"POST /tasks/divide: errors {outcome['errors']}")
+        client = [project.python, "bench_client.py", "roundtrip", str(options.calls)]
+        outcome["task_ms"] = last_json(run(client, cwd=project.path, env=env).stdout)["task_ms"]
+        return outcome
+
+
+def measure_observability(
+    work: Path, base_env: dict[str, str], options: argparse.Namespace
+) -> dict[str, Any]:
+    """``POST /tasks/divide`` req/s and the task round trip (ms) of the default variant with
+    each option of OBSERVABILITY, its web and worker booted alone, in ABC CBA order."""
+    copier = Path(sys.executable).parent / "copier"
+    env_copier = {**os.environ, "COPIER_SETTINGS_PATH": str(work / "copier-settings.yml")}
+    projects = {}
+    for name, (answers, _) in OBSERVABILITY.items():
+        path = work / f"observability-{name.lower()}"
+        data = [f"--data={question}={value}" for question, value in answers.items()]
+        run([copier, "copy", "--defaults", "--quiet", "--vcs-ref", "HEAD", *data, ROOT, path],
+            cwd=work, env=env_copier)  # fmt: skip
+        projects[name] = install_project(path)
+    order = [*OBSERVABILITY, *reversed(OBSERVABILITY)]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in OBSERVABILITY}
+    sink = Sink()
+    try:
+        host = sink.url.split("://")[1]
+        for index, name in enumerate(order):
+            project = projects[name]
+            variables = {
+                key: value.format(sink=sink.url, scheme="http", host=host)
+                for key, value in OBSERVABILITY[name][1].items()
+            }
+            with ExitStack() as stack:
+                database_url = stack.enter_context(fresh_database(project, work))
+                broker_url = stack.enter_context(fresh_redis_db(project, BROKER_DB))
+                env = {
+                    **base_env,
+                    **variables,
+                    "PATH": f"{project.bin}{os.pathsep}{os.environ['PATH']}",
+                    "VIRTUAL_ENV": str(project.bin.parent),
+                    "DATABASE_URL": database_url,
+                    "CELERY_BROKER_URL": broker_url,
+                    "CELERY_RESULT_BACKEND": broker_url,
+                    "PORT": str(free_port()),
+                }
+                logs = work / "logs" / f"observability-{index}"
+                logs.mkdir(parents=True)
+                outcome = divide_and_round_trip(project, env, logs, options)
+            runs[name].append(outcome)
+            print(f"  {name:<14} {outcome['rps']:>7,.0f} req/s  round trip p50 "
+                  f"{statistics.median(outcome['task_ms']):.2f} ms", flush=True)  # fmt: skip
+    finally:
+        sink.shutdown()
+    if not sink.posts["/v1/traces"]:
+        raise BenchError("OpenTelemetry exported no span to the sink: it was not on")
+    results: dict[str, Any] = {"order": order, "sink_posts": dict(sink.posts)}
+    for name, option_runs in runs.items():
+        task = [x for r in option_runs for x in r["task_ms"]]
+        results[name] = {
+            "rps": statistics.mean(r["rps"] for r in option_runs),
+            "task_ms": {"p50": statistics.median(task), "p95": percentile(task, 95)},
+            "runs": [{k: v for k, v in r.items() if k != "task_ms"} for r in option_runs],
+        }
+    return results
+
+
 # --- the table -------------------------------------------------------------------------------
 
 
@@ -469,6 +602,25 @@ def build_rows(m: dict[str, Any], suite: str) -> list[dict[str, Any]]:
             copier["median_s"] <= TARGETS["copier_s"] if copier else None,
         ),
     ]
+    if m.get("observability"):
+        o = m["observability"]
+        off = o["neither"]
+        for name in ("OpenTelemetry", "Sentry"):
+            on = o[name]
+            rows += [
+                row(
+                    f"`POST /tasks/divide` req/s, {name} on vs neither option",
+                    f"{on['rps']:,.0f}",
+                    f"{off['rps']:,.0f}",
+                    f"{on['rps'] / off['rps']:.0%}",
+                ),
+                row(
+                    f"Task round trip p50, {name} on vs neither option",
+                    f"{on['task_ms']['p50']:.2f} ms",
+                    f"{off['task_ms']['p50']:.2f} ms",
+                    f"{on['task_ms']['p50'] / off['task_ms']['p50']:.2f}x",
+                ),
+            ]
     if m.get("suite"):
         s = m["suite"]
         status = "" if s["returncode"] == 0 else f" (exit {s['returncode']})"
@@ -775,6 +927,10 @@ def bench(options: argparse.Namespace) -> dict[str, Any]:
         m["http"] = measure_http(services, options, urls, user_id)
         services.stop_all()
 
+    if options.observability and not options.project:
+        print("observability options ...", flush=True)
+        m["observability"] = measure_observability(work, env, options)
+
     if SUITES[options.suite]:
         print(f"template test suite ({options.suite}) ...", flush=True)
         command = [sys.executable, "-m", "pytest", *SUITES[options.suite]]
@@ -824,6 +980,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--workdir", type=Path, default=ROOT / ".nox" / "bench" / "work", help="scratch folder"
     )
     parser.add_argument("--keep", action="store_true", help="keep the generated project and logs")
+    parser.add_argument(
+        "--no-observability",
+        dest="observability",
+        action="store_false",
+        help="skip the cost of the OpenTelemetry and Sentry options (3 more installs, 2 minutes)",
+    )
     parser.add_argument(
         "--project",
         type=Path,
