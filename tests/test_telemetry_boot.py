@@ -316,13 +316,18 @@ def test_the_queries_of_the_view_and_the_task_are_in_the_trace(
 
 
 def test_health_checks_are_not_traced(stack: Stack, collector: Collector) -> None:
+    """Neither the probes' requests nor their queries (a query, a Redis command no request or
+    task started is dropped: it would be a trace of its own every few seconds)."""
     request_id = f"otel-{uuid.uuid4().hex}"
-    health = urllib.request.Request(f"{stack.web}/health", headers={"X-Request-ID": request_id})
-    with urllib.request.urlopen(health, timeout=10) as response:
-        assert response.status == 200
-    # A later request's spans arriving means the health check's would have too.
+    for path in ("/health", "/ready"):
+        probe = urllib.request.Request(stack.web + path, headers={"X-Request-ID": request_id})
+        with urllib.request.urlopen(probe, timeout=10) as response:
+            assert response.status == 200
+    # A later request's spans arriving means the probes' would have too.
     test_one_trace_from_the_request_to_the_task(stack, collector)
-    assert not [s for s in collector.spans() if s.attributes.get("request.id") == request_id]
+    spans = collector.spans()
+    assert not [s for s in spans if s.attributes.get("request.id") == request_id]
+    assert not [s for s in spans if s.kind == "SPAN_KIND_CLIENT" and not s.parent_id]
 
 
 def test_a_collector_that_never_answers_delays_no_request(project: Project, tmp_path: Path) -> None:
