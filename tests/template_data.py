@@ -12,7 +12,7 @@ from typing import Any
 
 import jinja2
 import yaml
-from variants import AXES, full_product
+from variants import AXES, OBSERVABILITY, full_product
 
 ROOT = Path(__file__).resolve().parent.parent
 # What the documentation shows for answers that are names: placeholders.
@@ -63,15 +63,19 @@ def environment(answers: dict[str, Any]) -> list[dict[str, Any]]:
     return yaml.safe_load(jinja.from_string(source).render(context))
 
 
+# Every question that decides which variables a project reads, with its values.
+QUESTIONS = {**AXES, **dict.fromkeys(OBSERVABILITY[0], (False, True))}
+
+
 def condition(present: list[dict[str, Any]], every: list[dict[str, Any]]) -> str:
     """The answers under which a variable is present, in words: those of ``present`` among
     ``every`` variant, when they are a conjunction of one set of values per question."""
-    allowed = {axis: {variant[axis] for variant in present} for axis in AXES}
-    if len(present) != sum(all(v[axis] in allowed[axis] for axis in AXES) for v in every):
+    allowed = {axis: {variant[axis] for variant in present} for axis in QUESTIONS}
+    if len(present) != sum(all(v[axis] in allowed[axis] for axis in QUESTIONS) for v in every):
         raise ValueError("the answers of a variable are not one set of values per question")
     words = []
     for axis, values in allowed.items():
-        if values == set(AXES[axis]):
+        if values == set(QUESTIONS[axis]):
             continue
         if values == {True}:
             words.append(f"`{axis}`")
