@@ -265,7 +265,11 @@ def install_project(path: Path) -> Project:
     answers = yaml.safe_load((path / ".copier-answers.yml").read_text())
     interpreter = find_python(answers["python_version"])
     uv_sync = [sys.executable, "-m", "uv", "sync", "-q", "--locked", "-p", interpreter]
-    run(uv_sync, cwd=path, timeout=600)
+    # nox points uv at its session's virtualenv: the project gets its own, .venv.
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"UV_PROJECT_ENVIRONMENT", "VIRTUAL_ENV"}
+    }
+    run(uv_sync, cwd=path, env=env, timeout=600)
     return prepare_project(Project(path, answers, path / ".venv" / "bin" / "python"))
 
 
@@ -977,7 +981,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "cores), full = boot and fault injection too, or skip (default; env BENCH_SUITE)",
     )
     parser.add_argument(
-        "--workdir", type=Path, default=ROOT / ".nox" / "bench" / "work", help="scratch folder"
+        "--workdir", type=Path, default=ROOT / ".nox" / "bench-work", help="scratch folder"
     )
     parser.add_argument("--keep", action="store_true", help="keep the generated project and logs")
     parser.add_argument(
