@@ -102,6 +102,33 @@ class Stack:
             assert not group_alive(service.process.pid, timeout=10), f"{service.name} left running"
 
 
+def production_env(project: Project, **variables: str) -> dict[str, str]:
+    """The environment of ``project``'s production start scripts here: the machine's, production
+    settings, a free port on 127.0.0.1, two web and two worker processes, then ``variables``."""
+    return {
+        **os.environ,
+        "PATH": f"{project.bin}{os.pathsep}{os.environ['PATH']}",
+        "FLASK_CONFIG": "production",
+        "FLASK_DEBUG": "0",
+        # A service that ignores SIGTERM is sent SIGABRT: its threads' stacks go to its log.
+        "PYTHONFAULTHANDLER": "1",
+        "SECRET_KEY": project.env_file()["SECRET_KEY"],
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+        "WEB_CONCURRENCY": "2",
+        "CELERY_WORKER_CONCURRENCY": "2",
+        **variables,
+    }
+
+
+def start_web_and_worker(stack: Stack) -> None:
+    """Start the web server's and the worker's scripts; wait until both serve."""
+    stack.start("web", f"{SCRIPTS}/start")
+    stack.start("worker", f"{SCRIPTS}/celery/worker/start")
+    stack.wait_for("the web app", lambda: listening(int(stack.env["PORT"])))
+    stack.wait_for("the worker", lambda: " ready." in stack.services["worker"].text())
+
+
 def group_alive(pgid: int, timeout: float) -> bool:
     """Whether any process of group ``pgid`` is still alive (zombies aside) after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -140,27 +167,17 @@ def stack(
         else:
             result_backend = resources.enter_context(fresh_redis_db(project, redis_db))
         generated = project.env_file()
-        env = {
-            **os.environ,
-            "PATH": f"{project.bin}{os.pathsep}{os.environ['PATH']}",
-            "FLASK_CONFIG": "production",
-            "FLASK_DEBUG": "0",
-            # A service that ignores SIGTERM is sent SIGABRT: its threads' stacks go to its log.
-            "PYTHONFAULTHANDLER": "1",
-            "SECRET_KEY": generated["SECRET_KEY"],
-            "DATABASE_URL": database_url,
-            "CELERY_BROKER_URL": broker_url,
-            "CELERY_RESULT_BACKEND": result_backend,
-            "HOST": "127.0.0.1",
-            "PORT": str(free_port()),
-            "WEB_CONCURRENCY": "2",
-            "CELERY_WORKER_CONCURRENCY": "2",
-            "CELERY_BEAT_SCHEDULE": str(tmp / "beat" / "schedule"),
-            "USER_COUNT_INTERVAL": "1",
-            "FLOWER_HOST": "127.0.0.1",
-            "FLOWER_PORT": str(free_port()),
-            "FLOWER_BASIC_AUTH": generated["FLOWER_BASIC_AUTH"],
-        }
+        env = production_env(
+            project,
+            DATABASE_URL=database_url,
+            CELERY_BROKER_URL=broker_url,
+            CELERY_RESULT_BACKEND=result_backend,
+            CELERY_BEAT_SCHEDULE=str(tmp / "beat" / "schedule"),
+            USER_COUNT_INTERVAL="1",
+            FLOWER_HOST="127.0.0.1",
+            FLOWER_PORT=str(free_port()),
+            FLOWER_BASIC_AUTH=generated["FLOWER_BASIC_AUTH"],
+        )
         (tmp / "logs").mkdir()
         stack = Stack(project, env, tmp / "logs")
         resources.callback(stack.stop_all)
@@ -168,12 +185,9 @@ def stack(
         # The compose `migrate` service's command, then every long-running service's script.
         migrate = project.run(project.bin / "flask", "--app", "app.py", "db", "upgrade", env=env)
         assert migrate.returncode == 0, migrate.stderr
-        stack.start("web", f"{SCRIPTS}/start")
-        stack.start("worker", f"{SCRIPTS}/celery/worker/start")
+        start_web_and_worker(stack)
         stack.start("beat", f"{SCRIPTS}/celery/beat/start")
         stack.start("flower", f"{SCRIPTS}/celery/flower/start")
-        stack.wait_for("the web app", lambda: listening(int(env["PORT"])))
-        stack.wait_for("the worker", lambda: " ready." in stack.services["worker"].text())
         stack.wait_for("Flower", lambda: listening(int(env["FLOWER_PORT"])), timeout=90)
         yield stack
 

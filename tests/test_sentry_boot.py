@@ -16,7 +16,6 @@ from __future__ import annotations
 import gzip
 import importlib
 import json
-import os
 import socket
 import threading
 import time
@@ -33,13 +32,11 @@ import pytest
 from projects import (
     PrivateRedis,
     Project,
-    free_port,
     fresh_database,
     install,
-    listening,
     stop_within,
 )
-from test_boot import SCRIPTS, Stack, poll_task
+from test_boot import Stack, poll_task, production_env, start_web_and_worker
 from variants import stack_answers, variant_id
 
 pytestmark = [pytest.mark.boot, pytest.mark.xdist_group("boot-sentry")]
@@ -150,31 +147,19 @@ def start_stack(project: Project, resources: ExitStack, tmp: Path, sentry_dsn: s
     unmigrated database and a Redis of their own."""
     database_url = resources.enter_context(fresh_database(project, tmp))
     redis = resources.enter_context(PrivateRedis(tmp))
-    env = {
-        **os.environ,
-        "PATH": f"{project.bin}{os.pathsep}{os.environ['PATH']}",
-        "FLASK_CONFIG": "production",
-        "FLASK_DEBUG": "0",
-        "PYTHONFAULTHANDLER": "1",
-        "SECRET_KEY": project.env_file()["SECRET_KEY"],
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": redis.url,
-        "CELERY_RESULT_BACKEND": redis.url,
-        "HOST": "127.0.0.1",
-        "PORT": str(free_port()),
-        "WEB_CONCURRENCY": "2",
-        "CELERY_WORKER_CONCURRENCY": "2",
-        "SENTRY_DSN": sentry_dsn,
-        "SENTRY_ENVIRONMENT": "boot",
-        "SENTRY_RELEASE": RELEASE,
-    }
+    env = production_env(
+        project,
+        DATABASE_URL=database_url,
+        CELERY_BROKER_URL=redis.url,
+        CELERY_RESULT_BACKEND=redis.url,
+        SENTRY_DSN=sentry_dsn,
+        SENTRY_ENVIRONMENT="boot",
+        SENTRY_RELEASE=RELEASE,
+    )
     (tmp / "logs").mkdir()
     stack = Stack(project, env, tmp / "logs")
     resources.callback(stack.stop_all)
-    stack.start("web", f"{SCRIPTS}/start")
-    stack.start("worker", f"{SCRIPTS}/celery/worker/start")
-    stack.wait_for("the web app", lambda: listening(int(env["PORT"])))
-    stack.wait_for("the worker", lambda: " ready." in stack.services["worker"].text())
+    start_web_and_worker(stack)
     return stack
 
 

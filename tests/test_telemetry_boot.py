@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import socket
 import threading
 import time
@@ -37,14 +36,12 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span as SpanMessage
 from projects import (
     PrivateRedis,
     Project,
-    free_port,
     fresh_database,
     fresh_rabbitmq_vhost,
     install,
-    listening,
     stop_within,
 )
-from test_boot import GRACE, SCRIPTS, Stack, poll_task
+from test_boot import GRACE, Stack, poll_task, production_env, start_web_and_worker
 from variants import stack_answers, variant_id
 
 pytestmark = [pytest.mark.boot, pytest.mark.xdist_group("boot-telemetry")]
@@ -177,24 +174,15 @@ def start_stack(project: Project, resources: ExitStack, tmp: Path, endpoint: str
     migrated database, a RabbitMQ vhost and a Redis (results) of their own."""
     database_url = resources.enter_context(fresh_database(project, tmp))
     redis = resources.enter_context(PrivateRedis(tmp))
-    env = {
-        **os.environ,
-        "PATH": f"{project.bin}{os.pathsep}{os.environ['PATH']}",
-        "FLASK_CONFIG": "production",
-        "FLASK_DEBUG": "0",
-        "PYTHONFAULTHANDLER": "1",
-        "SECRET_KEY": project.env_file()["SECRET_KEY"],
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": resources.enter_context(fresh_rabbitmq_vhost()),
-        "CELERY_RESULT_BACKEND": redis.url,
-        "HOST": "127.0.0.1",
-        "PORT": str(free_port()),
-        "WEB_CONCURRENCY": "2",
-        "CELERY_WORKER_CONCURRENCY": "2",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
-        "OTEL_EXPORTER_OTLP_TIMEOUT": str(EXPORT_TIMEOUT),
-        "OTEL_BSP_SCHEDULE_DELAY": "100",  # milliseconds between two exports
-    }
+    env = production_env(
+        project,
+        DATABASE_URL=database_url,
+        CELERY_BROKER_URL=resources.enter_context(fresh_rabbitmq_vhost()),
+        CELERY_RESULT_BACKEND=redis.url,
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_EXPORTER_OTLP_TIMEOUT=str(EXPORT_TIMEOUT),
+        OTEL_BSP_SCHEDULE_DELAY="100",  # milliseconds between two exports
+    )
     for name in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES", "OTEL_SDK_DISABLED"):
         env.pop(name, None)
     (tmp / "logs").mkdir()
@@ -202,10 +190,7 @@ def start_stack(project: Project, resources: ExitStack, tmp: Path, endpoint: str
     resources.callback(stack.stop_all)
     migrate = project.run(project.bin / "flask", "--app", "app.py", "db", "upgrade", env=env)
     assert migrate.returncode == 0, migrate.stderr
-    stack.start("web", f"{SCRIPTS}/start")
-    stack.start("worker", f"{SCRIPTS}/celery/worker/start")
-    stack.wait_for("the web app", lambda: listening(int(env["PORT"])))
-    stack.wait_for("the worker", lambda: " ready." in stack.services["worker"].text())
+    start_web_and_worker(stack)
     return stack
 
 
